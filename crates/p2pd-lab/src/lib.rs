@@ -1,0 +1,76 @@
+//! Test support for p2pd: Linux network namespaces joined by veth links, in
+//! which integration tests run real sockets (and, later, real NAT routers).
+//!
+//! Everything made here is torn down by `Drop`, so a failing or panicking
+//! test leaves nothing behind. Names carry the process id and a counter, so
+//! tests running in parallel never collide. Only root can build namespaces:
+//! tests call [`skip_reason`] first and print why they skip.
+#![warn(missing_docs)]
+
+pub mod exec;
+pub mod netns;
+
+pub use exec::{Output, run};
+pub use netns::Netns;
+
+/// Why lab tests cannot run on this machine, or `None` when they can.
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("lab tests need root (network namespaces)".into());
+    }
+    if run("ip", &["netns", "list"], exec::SHORT).is_err() {
+        return Some("lab tests need iproute2's `ip` with netns support".into());
+    }
+    None
+}
+
+/// Returns early from a test, loudly, when the lab cannot run here.
+#[macro_export]
+macro_rules! require_lab {
+    () => {
+        if let Some(reason) = $crate::skip_reason() {
+            eprintln!("SKIPPED {}: {reason}", module_path!());
+            return;
+        }
+    };
+}
+
+/// Errors from building or using a lab.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LabError {
+    /// A command could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A command ran past its time limit and was killed.
+    #[error("`{command}` took longer than {limit:?} and was killed")]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The limit it ran past.
+        limit: std::time::Duration,
+    },
+    /// A command exited non-zero.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// Entering a namespace failed.
+    #[error("cannot enter namespace {name}: {reason}")]
+    Enter {
+        /// The namespace.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,11 @@
+//! The OS edge of p2pd: network interfaces and their routes, socket binding,
+//! and the tokio drivers that run `p2pd-proto`'s state machines.
+//!
+//! ```text
+//!   interfaces::list() --> Interface { addresses, gateways, routes }
+//!   bind::udp / bind::tcp_listener / bind::tcp_socket --> tokio sockets
+//! ```
+#![warn(missing_docs)]
+
+pub mod bind;
+pub mod interfaces;

@@ -1,0 +1,5 @@
+//! A running p2pd peer: its configuration, and (as the node grows) its
+//! signaling, connection strategies and ECHO service.
+#![warn(missing_docs)]
+
+pub mod config;

@@ -1,0 +1,62 @@
+//! `p2pd`: the command-line face of p2pd. Parses arguments, loads the config,
+//! runs one subcommand; all networking lives in the library crates.
+
+mod cmd;
+mod config;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Direct connections between any two computers, through NATs and firewalls.
+#[derive(Debug, Parser)]
+#[command(name = "p2pd", version, about, propagate_version = true)]
+struct Cli {
+    /// TOML configuration file (else $P2PD_CONFIG, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List network interfaces: addresses, gateways, routes.
+    Interfaces(cmd::interfaces::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let config = match config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            output::error(&err);
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Interfaces(args) => cmd::interfaces::run(&args, &config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::error(&err);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (warnings by default), so stdout
+/// stays for machine-readable output.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,15 @@
+//! The one place that writes to stdout and stderr.
+
+use std::fmt::Display;
+use std::io::Write;
+
+/// Prints `error: ...` on one line of stderr.
+pub(crate) fn error(err: &dyn Display) {
+    let text = err.to_string().replace('\n', " ");
+    let _ = writeln!(std::io::stderr(), "error: {text}");
+}
+
+/// Prints a line on stdout; a closed stdout (`| head`) is not an error.
+pub(crate) fn line(text: impl Display) {
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
