@@ -1,6 +1,6 @@
 //! Running commands with a time limit.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,25 @@ pub struct Output {
 
 /// Runs `program args...`, kills it after `limit`, and fails unless it exits 0.
 pub fn run(program: &str, args: &[&str], limit: Duration) -> Result<Output, LabError> {
-    let output = run_unchecked(program, args, limit)?;
+    checked(program, args, spawn_and_wait(program, args, None, limit)?)
+}
+
+/// Runs `program args...` with `input` on its stdin, killed after `limit`;
+/// fails unless it exits 0.
+pub fn run_with_input(
+    program: &str,
+    args: &[&str],
+    input: &str,
+    limit: Duration,
+) -> Result<Output, LabError> {
+    checked(
+        program,
+        args,
+        spawn_and_wait(program, args, Some(input), limit)?,
+    )
+}
+
+fn checked(program: &str, args: &[&str], output: Output) -> Result<Output, LabError> {
     if output.status.success() {
         Ok(output)
     } else {
@@ -37,10 +55,23 @@ pub fn run(program: &str, args: &[&str], limit: Duration) -> Result<Output, LabE
 /// Runs `program args...` and kills it after `limit`; any exit status is
 /// returned as is.
 pub fn run_unchecked(program: &str, args: &[&str], limit: Duration) -> Result<Output, LabError> {
+    spawn_and_wait(program, args, None, limit)
+}
+
+fn spawn_and_wait(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+    limit: Duration,
+) -> Result<Output, LabError> {
     let command = command_line(program, args);
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -51,6 +82,10 @@ pub fn run_unchecked(program: &str, args: &[&str], limit: Duration) -> Result<Ou
     // Drain both pipes on threads so a chatty child never blocks on a full pipe.
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Dropping stdin at the end of this block closes the child's input.
+        let _ = stdin.write_all(input.as_bytes());
+    }
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
@@ -102,6 +137,12 @@ mod tests {
     fn non_zero_exit_is_an_error_with_stderr() {
         let err = run("sh", &["-c", "echo nope >&2; exit 3"], SHORT).expect_err("exit 3");
         assert!(matches!(err, LabError::Failed { ref stderr, .. } if stderr == "nope"));
+    }
+
+    #[test]
+    fn input_reaches_stdin() {
+        let out = run_with_input("cat", &[], "line one\n", SHORT).expect("cat runs");
+        assert_eq!(out.stdout, "line one\n");
     }
 
     #[test]

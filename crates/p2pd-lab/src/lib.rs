@@ -8,10 +8,16 @@
 #![warn(missing_docs)]
 
 pub mod exec;
+pub mod lab;
+pub mod nat;
 pub mod netns;
+pub mod topology;
 
 pub use exec::{Output, run};
+pub use lab::{Lab, LabSpec, Service, SideSpec};
+pub use nat::NatKind;
 pub use netns::Netns;
+pub use topology::Side;
 
 /// Why lab tests cannot run on this machine, or `None` when they can.
 pub fn skip_reason() -> Option<String> {
@@ -65,6 +71,36 @@ pub enum LabError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// A file of the lab could not be written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A service did not start listening in time.
+    #[error("nothing listens on {addr} in host {host}")]
+    NotListening {
+        /// The lab host.
+        host: String,
+        /// The address expected.
+        addr: std::net::SocketAddr,
+    },
+    /// A service exited while the lab waited for it.
+    #[error("service {name} exited ({status}); its log:\n{log}")]
+    ServiceDied {
+        /// The service's name.
+        name: String,
+        /// How it ended.
+        status: String,
+        /// What it printed.
+        log: String,
+    },
+    /// The kernel has no `netem` queueing discipline, so latency cannot be
+    /// emulated.
+    #[error("tc netem is not available: {0}")]
+    NetemUnavailable(String),
     /// Entering a namespace failed.
     #[error("cannot enter namespace {name}: {reason}")]
     Enter {

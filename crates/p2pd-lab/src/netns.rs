@@ -1,25 +1,56 @@
-//! Network namespaces: one per lab host, deleted when dropped.
+//! Network namespaces: one per lab host, emptied and deleted when dropped.
 
 use std::fs::File;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::LabError;
 use crate::exec::{self, Output, SHORT};
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+/// Prefix of every namespace and temporary interface the lab makes.
+pub const PREFIX: &str = "p2l";
 
-/// A unique short name: `p2l<pid>x<n>`, within the 15 bytes a Linux
-/// interface name allows, so it also serves for temporary veth names.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique on this machine: `p2l<pid>x<n>`, pid and counter in base 36,
+/// so it fits the 15 bytes of a Linux interface name.
 pub fn unique_name() -> String {
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    format!("p2l{}x{n}", std::process::id() % 1_000_000)
+    format!(
+        "{PREFIX}{}x{}",
+        base36(u64::from(std::process::id())),
+        base36(n)
+    )
 }
 
-/// A network namespace, deleted (with every interface in it) on drop.
+/// The process id encoded in a lab name, to find labs whose process died.
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let (pid, _) = rest.split_once('x')?;
+    u32::from_str_radix(pid, 36).ok()
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A network namespace; on drop, every process left in it is killed and the
+/// namespace (with its interfaces) deleted.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
@@ -28,10 +59,19 @@ pub struct Netns {
 impl Netns {
     /// Creates a fresh namespace with its loopback up.
     pub fn new() -> Result<Self, LabError> {
-        let ns = Self {
-            name: unique_name(),
-        };
-        exec::run("ip", &["netns", "add", &ns.name], SHORT)?;
+        Self::create(unique_name())
+    }
+
+    /// Creates a fresh namespace whose name ends with `-label`, so
+    /// `ip netns list` tells which lab host it is.
+    pub fn labeled(label: &str) -> Result<Self, LabError> {
+        Self::create(format!("{}-{label}", unique_name()))
+    }
+
+    fn create(name: String) -> Result<Self, LabError> {
+        exec::run("ip", &["netns", "add", &name], SHORT)?;
+        // From here on, drop deletes it even if the next step fails.
+        let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -46,6 +86,17 @@ impl Netns {
         let mut full = vec!["-n", self.name.as_str()];
         full.extend_from_slice(args);
         exec::run("ip", &full, SHORT)
+    }
+
+    /// Runs many `ip` commands (one per line, without the leading `ip`)
+    /// inside the namespace, in one process.
+    pub fn ip_batch(&self, lines: &[String]) -> Result<Output, LabError> {
+        exec::run_with_input(
+            "ip",
+            &["-n", &self.name, "-batch", "-"],
+            &lines.join("\n"),
+            SHORT,
+        )
     }
 
     /// Runs a program inside the namespace, killed after `limit`; fails
@@ -64,15 +115,29 @@ impl Netns {
         exec::run_unchecked("ip", &self.exec_args(program, args), limit)
     }
 
-    fn exec_args<'a>(&'a self, program: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    /// Like [`Netns::exec`], with `input` on the program's stdin.
+    pub fn exec_with_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &str,
+        limit: Duration,
+    ) -> Result<Output, LabError> {
+        exec::run_with_input("ip", &self.exec_args(program, args), input, limit)
+    }
+
+    /// The argument list of `ip netns exec <ns> program args...`.
+    pub fn exec_args<'a>(&'a self, program: &'a str, args: &[&'a str]) -> Vec<&'a str> {
         let mut full = vec!["netns", "exec", self.name.as_str(), program];
         full.extend_from_slice(args);
         full
     }
 
-    /// Sets a sysctl inside the namespace (`net.ipv6.conf.all.forwarding=1`).
-    pub fn sysctl(&self, setting: &str) -> Result<(), LabError> {
-        self.exec("sysctl", &["-qw", setting], SHORT).map(drop)
+    /// Sets sysctls inside the namespace (`net.ipv4.ip_forward=1`, ...).
+    pub fn sysctl(&self, settings: &[&str]) -> Result<(), LabError> {
+        let mut args = vec!["-qw"];
+        args.extend_from_slice(settings);
+        self.exec("sysctl", &args, SHORT).map(drop)
     }
 
     /// Runs an async block on a thread that lives inside the namespace, on its
@@ -108,10 +173,40 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if let Err(err) = exec::run("ip", &["netns", "del", &self.name], SHORT) {
-            eprintln!("lab: cannot delete namespace {}: {err}", self.name);
+        delete(&self.name);
+    }
+}
+
+/// Kills every process in namespace `name`, then deletes it.
+pub(crate) fn delete(name: &str) {
+    if let Ok(out) = exec::run("ip", &["netns", "pids", name], SHORT) {
+        for pid in out.stdout.split_whitespace().filter_map(|p| p.parse().ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+    if let Err(err) = exec::run("ip", &["netns", "del", name], SHORT) {
+        eprintln!("lab: cannot delete namespace {name}: {err}");
+    }
+}
+
+/// Deletes the namespaces of labs whose process has died (a test killed
+/// before its drop guards ran). Returns their names.
+pub fn clean_stale() -> Result<Vec<String>, LabError> {
+    let out = exec::run("ip", &["netns", "list"], SHORT)?;
+    let stale: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| {
+            owner_pid(name)
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(str::to_owned)
+        .collect();
+    for name in &stale {
+        delete(name);
+    }
+    Ok(stale)
 }
 
 /// Joins two namespaces with a veth pair named `a_if` in `a` and `b_if` in
@@ -131,4 +226,26 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<(), LabError
     a.ip(&["link", "set", &tmp_a, "name", a_if])?;
     b.ip(&["link", "set", &tmp_b, "name", b_if])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_an_interface_name_and_carry_the_pid() {
+        let name = unique_name();
+        assert!(name.len() <= 15, "{name}");
+        assert_eq!(owner_pid(&name), Some(std::process::id()));
+        assert_eq!(owner_pid("p2lzzzzzzx0"), Some(2_176_782_335));
+        assert_eq!(owner_pid("other"), None);
+        assert_ne!(unique_name(), unique_name());
+    }
+
+    #[test]
+    fn base36_digits() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+    }
 }

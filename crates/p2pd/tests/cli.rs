@@ -5,7 +5,9 @@ use std::process::{Command, Output};
 
 fn p2pd(args: &[&str], env_config: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2pd"));
-    cmd.args(args).env_remove("P2PD_CONFIG").env_remove("RUST_LOG");
+    cmd.args(args)
+        .env_remove("P2PD_CONFIG")
+        .env_remove("RUST_LOG");
     if let Some(path) = env_config {
         cmd.env("P2PD_CONFIG", path);
     }
@@ -61,7 +63,11 @@ fn the_flag_wins_over_the_environment() {
     let good = config_file("[stun]\nservers = []\n");
     let bad = config_file("[bogus]\n");
     let out = p2pd(&["interfaces", "--config", good.path()], Some(bad.path()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -75,7 +81,10 @@ fn a_missing_config_file_is_a_one_line_error() {
 
 #[test]
 fn bad_arguments_exit_2() {
-    assert_eq!(p2pd(&["interfaces", "--no-such-flag"], None).status.code(), Some(2));
+    assert_eq!(
+        p2pd(&["interfaces", "--no-such-flag"], None).status.code(),
+        Some(2)
+    );
     assert_eq!(p2pd(&["no-such-command"], None).status.code(), Some(2));
 }
 
