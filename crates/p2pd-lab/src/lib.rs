@@ -30,12 +30,19 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// Prints `SKIPPED <test>: <reason>` straight to stderr, past the test
+/// harness's output capture, so a skip is seen even when the test passes.
+pub fn report_skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
 /// Returns early from a test, loudly, when the lab cannot run here.
 #[macro_export]
 macro_rules! require_lab {
     () => {
         if let Some(reason) = $crate::skip_reason() {
-            eprintln!("SKIPPED {}: {reason}", module_path!());
+            $crate::report_skip(module_path!(), &reason);
             return;
         }
     };
