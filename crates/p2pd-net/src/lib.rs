@@ -8,4 +8,6 @@
 #![warn(missing_docs)]
 
 pub mod bind;
+pub mod daemon;
 pub mod interfaces;
+pub mod pipe;

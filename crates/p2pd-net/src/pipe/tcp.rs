@@ -1,0 +1,184 @@
+//! TCP pipes: connecting, accepting, and the read loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Weak;
+
+use bytes::BytesMut;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Inner, Io, Message, Pipe, PipeConfig, PipeError};
+use crate::bind::{self, BindOptions};
+
+/// A read that fills less than this share of the buffer is copied out, so a
+/// small message does not pin a whole read buffer while it sits in a queue.
+const COPY_BELOW_DIVISOR: usize = 4;
+
+pub(super) async fn connect(
+    dest: SocketAddr,
+    local: SocketAddr,
+    config: &PipeConfig,
+) -> Result<Pipe, PipeError> {
+    let socket = bind::tcp_socket(local, &bind_options(config))?;
+    if config.linger.is_some() {
+        socket2::SockRef::from(&socket).set_linger(config.linger)?;
+    }
+    let stream = match tokio::time::timeout(config.connect_timeout, socket.connect(dest)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => return Err(PipeError::Connect { dest, source }),
+        Err(_) => {
+            return Err(PipeError::ConnectTimeout {
+                dest,
+                after: config.connect_timeout,
+            });
+        }
+    };
+    wrap_stream(stream, config, None)
+}
+
+pub(super) fn listen(local: SocketAddr, config: &PipeConfig) -> Result<Pipe, PipeError> {
+    let listener = bind::tcp_listener(local, &bind_options(config))?;
+    wrap_listener(listener, config)
+}
+
+pub(super) fn wrap_stream(
+    stream: TcpStream,
+    config: &PipeConfig,
+    parent: Option<Weak<Inner>>,
+) -> Result<Pipe, PipeError> {
+    // Messages are sent whole and at once; Nagle would hold small ones back.
+    stream.set_nodelay(true)?;
+    let local = stream.local_addr()?;
+    let peer = stream.peer_addr()?;
+    let (reader, writer) = stream.into_split();
+    let pipe = Pipe::new(
+        super::Protocol::Tcp,
+        local,
+        Some(peer),
+        Io::Tcp(tokio::sync::Mutex::new(Some(writer))),
+        config,
+        parent.clone(),
+    );
+    let task = tokio::spawn(read_loop(pipe.weak(), reader, peer, parent));
+    pipe.track(task);
+    Ok(pipe)
+}
+
+pub(super) fn wrap_listener(listener: TcpListener, config: &PipeConfig) -> Result<Pipe, PipeError> {
+    let local = listener.local_addr()?;
+    let pipe = Pipe::new(
+        super::Protocol::Tcp,
+        local,
+        None,
+        Io::TcpServer,
+        config,
+        None,
+    );
+    let task = tokio::spawn(accept_loop(pipe.weak(), listener));
+    pipe.track(task);
+    Ok(pipe)
+}
+
+fn bind_options(config: &PipeConfig) -> BindOptions {
+    BindOptions {
+        reuse_address: config.reuse_address,
+        reuse_port: config.reuse_port,
+        ..BindOptions::default()
+    }
+}
+
+/// Reads until the peer ends, an error, or close. Holds the pipe only
+/// weakly between reads, and no buffer while idle, so an idle connection
+/// costs little memory.
+async fn read_loop(
+    weak: Weak<Inner>,
+    reader: OwnedReadHalf,
+    peer: SocketAddr,
+    parent: Option<Weak<Inner>>,
+) {
+    let Some(closed) = weak.upgrade().map(|inner| inner.closed.clone()) else {
+        return;
+    };
+    let limit = weak
+        .upgrade()
+        .map_or(super::config::READ_BUFFER, |i| i.config.read_buffer);
+    loop {
+        tokio::select! {
+            () = closed.cancelled() => break,
+            ready = reader.readable() => {
+                if ready.is_err() {
+                    break;
+                }
+            }
+        }
+        let mut buf = BytesMut::with_capacity(limit);
+        let data = match reader.try_read_buf(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if n < limit / COPY_BELOW_DIVISOR => bytes::Bytes::copy_from_slice(&buf[..n]),
+            Ok(_) => buf.freeze(),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(err) => {
+                tracing::debug!(%peer, %err, "tcp read failed");
+                break;
+            }
+        };
+        let Some(pipe) = Pipe::upgrade(&weak) else {
+            return;
+        };
+        let msg = Message { data, from: peer };
+        pipe.deliver(msg.clone(), &pipe).await;
+        if let Some(server) = parent.as_ref().and_then(Pipe::upgrade) {
+            server.deliver(msg, &pipe).await;
+        }
+    }
+    if let Some(pipe) = Pipe::upgrade(&weak) {
+        pipe.finish().await;
+    }
+}
+
+async fn accept_loop(weak: Weak<Inner>, listener: TcpListener) {
+    let Some(closed) = weak.upgrade().map(|inner| inner.closed.clone()) else {
+        return;
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = closed.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Some(server) = Pipe::upgrade(&weak) else {
+            return;
+        };
+        let (stream, from) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of descriptors or a connection reset before accept:
+                // the listener itself is fine, try again.
+                tracing::debug!(%err, "accept failed");
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let config = &server.inner.config;
+        if server.inner.state().children.len() >= config.max_clients {
+            server
+                .inner
+                .refused_clients
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(%from, "server full, connection refused");
+            continue;
+        }
+        if config.linger.is_some() {
+            let _ = socket2::SockRef::from(&stream).set_linger(config.linger);
+        }
+        match wrap_stream(stream, config, Some(server.weak())) {
+            Ok(client) => {
+                server.inner.state().children.insert(from, client);
+            }
+            Err(err) => tracing::debug!(%from, %err, "cannot wrap accepted connection"),
+        }
+    }
+    if let Some(server) = Pipe::upgrade(&weak) {
+        server.finish().await;
+    }
+}

@@ -1,0 +1,90 @@
+//! UDP pipes: binding and the receive loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+
+use super::{Inner, Io, Message, Pipe, PipeConfig, PipeError};
+use crate::bind::{self, BindOptions};
+
+pub(super) fn bind(local: SocketAddr, config: &PipeConfig) -> Result<UdpSocket, PipeError> {
+    let options = BindOptions {
+        reuse_address: config.reuse_address,
+        reuse_port: config.reuse_port,
+        ..BindOptions::default()
+    };
+    let socket = bind::udp(local, &options)?;
+    if config.broadcast {
+        socket.set_broadcast(true)?;
+    }
+    Ok(socket)
+}
+
+pub(super) fn wrap(
+    socket: UdpSocket,
+    default_dest: Option<SocketAddr>,
+    config: &PipeConfig,
+) -> Pipe {
+    let socket = Arc::new(socket);
+    let local = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let pipe = Pipe::new(
+        super::Protocol::Udp,
+        local,
+        default_dest,
+        Io::Udp(Mutex::new(Some(socket.clone()))),
+        config,
+        None,
+    );
+    let task = tokio::spawn(recv_loop(pipe.weak(), socket));
+    pipe.track(task);
+    pipe
+}
+
+/// Receives until close. Errors on one datagram (such as an ICMP error
+/// reported on the socket) never end a UDP pipe.
+async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
+    let Some((closed, limit)) = weak
+        .upgrade()
+        .map(|inner| (inner.closed.clone(), inner.config.read_buffer))
+    else {
+        return;
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        tokio::select! {
+            () = closed.cancelled() => break,
+            ready = socket.readable() => {
+                if ready.is_err() {
+                    break;
+                }
+            }
+        }
+        if buf.len() != limit {
+            buf.resize(limit, 0);
+        }
+        let (n, from) = match socket.try_recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(err) => {
+                tracing::debug!(%err, "udp receive error");
+                continue;
+            }
+        };
+        let Some(pipe) = Pipe::upgrade(&weak) else {
+            return;
+        };
+        let msg = Message {
+            data: Bytes::copy_from_slice(&buf[..n]),
+            from,
+        };
+        pipe.deliver(msg, &pipe).await;
+    }
+    if let Some(pipe) = Pipe::upgrade(&weak) {
+        pipe.finish().await;
+    }
+}
