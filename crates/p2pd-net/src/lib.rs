@@ -4,6 +4,8 @@
 //! ```text
 //!   interfaces::list() --> Interface { addresses, gateways, routes }
 //!   bind::udp / bind::tcp_listener / bind::tcp_socket --> tokio sockets
+//!   pipe::Pipe::{connect, listen} --> messages to queues, callbacks, forwards, streams
+//!   daemon::Daemon::listen_all --> many server pipes, one set of callbacks
 //! ```
 #![warn(missing_docs)]
 
