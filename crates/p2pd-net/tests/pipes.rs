@@ -552,3 +552,49 @@ fn raise_fd_limit(wanted: u64) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard);
     }
 }
+
+#[tokio::test]
+async fn close_does_not_wait_for_a_peer_that_stops_reading() {
+    let listener = tokio::net::TcpListener::bind(V4).await.expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let silent = tokio::spawn(async move { listener.accept().await.expect("accept").0 });
+    let pipe = Pipe::connect(Protocol::Tcp, addr, None, &config())
+        .await
+        .expect("connect");
+    let _peer = silent.await.expect("accept");
+    let sender = pipe.clone();
+    let flood = tokio::spawn(async move {
+        let chunk = vec![0u8; 1 << 20];
+        loop {
+            if sender.send(&chunk, None).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Let the kernel buffers fill so the flood blocks in a write.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    tokio::time::timeout(Duration::from_secs(5), pipe.close())
+        .await
+        .expect("close returns");
+    tokio::time::timeout(Duration::from_secs(5), flood)
+        .await
+        .expect("sender stops")
+        .expect("task");
+}
+
+#[tokio::test]
+async fn close_does_not_wait_for_a_stuck_callback() {
+    let server = Pipe::listen(Protocol::Udp, V4, &config())
+        .await
+        .expect("listen");
+    server.add_msg_cb(|_, _| std::future::pending::<()>());
+    let client = Pipe::connect(Protocol::Udp, server.local_addr(), None, &config())
+        .await
+        .expect("client");
+    client.send(b"hang", None).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(5), server.close())
+        .await
+        .expect("close returns");
+}

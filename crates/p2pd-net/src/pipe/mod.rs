@@ -305,16 +305,25 @@ impl Pipe {
     /// (else the default destination), on a TCP server to the connection
     /// from `dest`. Returns the bytes sent.
     ///
-    /// Cancel-safe for UDP. On TCP, cancelling may leave part of the message
-    /// written.
+    /// Cancel-safe for UDP. On TCP, cancelling (or closing the pipe) during
+    /// a send may leave part of the message written.
     pub async fn send(&self, data: &[u8], dest: Option<SocketAddr>) -> Result<usize, PipeError> {
         match &self.inner.io {
             Io::Tcp(writer) => {
-                let mut guard = writer.lock().await;
+                let closed = &self.inner.closed;
+                let mut guard = tokio::select! {
+                    guard = writer.lock() => guard,
+                    () = closed.cancelled() => return Err(PipeError::Closed),
+                };
                 let Some(w) = guard.as_mut() else {
                     return Err(PipeError::Closed);
                 };
-                w.write_all(data).await?;
+                // A peer that stops reading must not keep `close` waiting
+                // for this write.
+                tokio::select! {
+                    written = w.write_all(data) => written?,
+                    () = closed.cancelled() => return Err(PipeError::Closed),
+                }
                 Ok(data.len())
             }
             Io::Udp(socket) => {

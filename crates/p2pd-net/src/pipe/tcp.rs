@@ -127,9 +127,17 @@ async fn read_loop(
             return;
         };
         let msg = Message { data, from: peer };
-        pipe.deliver(msg.clone(), &pipe).await;
-        if let Some(server) = parent.as_ref().and_then(Pipe::upgrade) {
-            server.deliver(msg, &pipe).await;
+        let server = parent.as_ref().and_then(Pipe::upgrade);
+        let delivered = async {
+            pipe.deliver(msg.clone(), &pipe).await;
+            if let Some(server) = &server {
+                server.deliver(msg, &pipe).await;
+            }
+        };
+        // A consumer that never finishes must not keep `close` waiting.
+        tokio::select! {
+            () = delivered => {}
+            () = closed.cancelled() => break,
         }
     }
     if let Some(pipe) = Pipe::upgrade(&weak) {

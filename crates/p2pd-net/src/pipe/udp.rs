@@ -82,7 +82,10 @@ async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
             data: Bytes::copy_from_slice(&buf[..n]),
             from,
         };
-        pipe.deliver(msg, &pipe).await;
+        tokio::select! {
+            () = pipe.deliver(msg, &pipe) => {}
+            () = closed.cancelled() => break,
+        }
     }
     if let Some(pipe) = Pipe::upgrade(&weak) {
         pipe.finish().await;
