@@ -11,4 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod route;
+pub mod stun;
