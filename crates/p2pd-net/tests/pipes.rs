@@ -425,28 +425,34 @@ async fn connect_errors_are_typed() {
 
 #[tokio::test]
 async fn daemon_serves_a_port_range_on_both_protocols_and_frees_it() {
-    let probe = tokio::net::TcpListener::bind(V4).await.expect("probe");
-    let base = probe.local_addr().expect("addr").port().min(60_000);
-    drop(probe);
-    let ports = Ports::Range(base, base + 4);
     let mut daemon = Daemon::new(config());
     daemon.add_msg_cb(|msg, reply| async move {
         let _ = reply.send(&msg.data, Some(msg.from)).await;
     });
     let target = Target::from(V4.ip());
     let protocols = [Protocol::Tcp, Protocol::Udp];
-    let Ok(pipes) = daemon
-        .listen_all(
-            std::slice::from_ref(&target),
-            &[ports],
-            &protocols,
-            AddressFamily::Any,
-        )
-        .await
-    else {
-        eprintln!("ports {base}..{} were not all free; skipped", base + 4);
-        return;
-    };
+    // Five consecutive ports free on both protocols: try a few places.
+    let mut found = None;
+    for attempt in 0..50u16 {
+        let base = 20_000 + attempt * 797 + (std::process::id() % 500) as u16;
+        let ports = Ports::Range(base, base + 4);
+        let listened = daemon
+            .listen_all(
+                std::slice::from_ref(&target),
+                &[ports],
+                &protocols,
+                AddressFamily::Any,
+            )
+            .await
+            .map(<[Pipe]>::len);
+        if let Ok(n) = listened {
+            found = Some((base, ports, n));
+            break;
+        }
+    }
+    let (base, ports, opened) = found.expect("five free consecutive ports somewhere");
+    assert_eq!(opened, 10);
+    let pipes = daemon.pipes();
     assert_eq!(pipes.len(), 10);
 
     for port in base..=base + 4 {
@@ -597,4 +603,131 @@ async fn close_does_not_wait_for_a_stuck_callback() {
     tokio::time::timeout(Duration::from_secs(5), server.close())
         .await
         .expect("close returns");
+}
+
+#[tokio::test]
+async fn end_callbacks_that_close_each_other_do_not_deadlock() {
+    let server = Pipe::listen(Protocol::Tcp, V4, &config())
+        .await
+        .expect("listen");
+    let a = Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config())
+        .await
+        .expect("a");
+    let b = Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config())
+        .await
+        .expect("b");
+    a.add_pipe(&b);
+    b.add_pipe(&a);
+    let (a2, b2) = (a.clone(), b.clone());
+    a.add_end_cb(move |_| {
+        let b = b2.clone();
+        async move { b.close().await }
+    });
+    b.add_end_cb(move |_| {
+        let a = a2.clone();
+        async move { a.close().await }
+    });
+    let done = Arc::new(AtomicUsize::new(0));
+    for pipe in [&a, &b] {
+        let done = done.clone();
+        pipe.add_end_cb(move |_| {
+            done.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+    }
+
+    server.close().await;
+
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while done.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("both pipes end and run every end callback");
+}
+
+#[tokio::test]
+async fn closing_a_server_ends_every_connection_and_frees_their_ports() {
+    let server = Pipe::listen(Protocol::Tcp, V4, &config())
+        .await
+        .expect("listen");
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(
+            Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config())
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while server.clients().len() < 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("all accepted");
+    let accepted = server.clients();
+
+    server.close().await;
+
+    assert!(server.clients().is_empty());
+    assert!(accepted.iter().all(Pipe::is_closed));
+    for client in &clients {
+        tokio::time::timeout(Duration::from_secs(5), client.closed())
+            .await
+            .expect("client ends");
+    }
+}
+
+#[tokio::test]
+async fn unsubscribing_wakes_a_waiting_receiver() {
+    let server = Pipe::listen(Protocol::Udp, V4, &config())
+        .await
+        .expect("listen");
+    server.subscribe(&SubKey::all()).expect("subscribe");
+    let waiter = server.clone();
+    let waiting = tokio::spawn(async move { waiter.recv(&SubKey::all(), None).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    server.unsubscribe(&SubKey::all());
+
+    let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken")
+        .expect("task");
+    assert_eq!(result, Err(RecvError::NoSubscription));
+}
+
+#[tokio::test]
+async fn a_stream_from_an_ended_pipe_is_refused() {
+    let server = echo_server(Protocol::Tcp, V4).await;
+    let client = Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config())
+        .await
+        .expect("connect");
+    server.close().await;
+    tokio::time::timeout(Duration::from_secs(5), client.closed())
+        .await
+        .expect("ends");
+    assert!(matches!(client.stream(), Err(PipeError::Closed)));
+}
+
+#[tokio::test]
+async fn stream_writes_go_out_without_a_flush() {
+    let server = echo_server(Protocol::Tcp, V4).await;
+    let client = Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config())
+        .await
+        .expect("connect");
+    let mut stream = client.stream().expect("stream");
+    let big = vec![3u8; 4 << 20];
+    // One large write, no flush, then wait for the echo: the bytes must
+    // leave on their own.
+    let n = stream.write(&big).await.expect("write");
+    assert_eq!(n, big.len());
+    let mut back = vec![0u8; big.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut back))
+        .await
+        .expect("echo arrives")
+        .expect("read");
+    assert_eq!(back, big);
 }

@@ -15,7 +15,9 @@ pub fn stun_message(data: &[u8]) {
     let Ok(mut message) = Message::decode(data) else {
         return;
     };
-    message.attributes.retain(|a| !matches!(a, Attribute::Fingerprint(_)));
+    message
+        .attributes
+        .retain(|a| !matches!(a, Attribute::Fingerprint(_)));
     let again = Message::decode(&message.encode()).expect("a decoded message re-encodes validly");
     assert_eq!(again, message);
 }

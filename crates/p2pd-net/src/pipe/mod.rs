@@ -24,8 +24,9 @@
 //! protocol on top must frame its own messages. On UDP a message is one
 //! datagram.
 //!
-//! A pipe closes when [`Pipe::close`] is called, when the peer ends a TCP
-//! connection, or when the last handle is dropped; closing frees its sockets.
+//! A pipe ends when [`Pipe::close`] is called or when the peer ends a TCP
+//! connection; end callbacks then run once. Dropping the last handle also
+//! stops it and frees its sockets, without running callbacks.
 
 pub mod config;
 pub mod dedup;
@@ -366,7 +367,14 @@ impl Pipe {
     pub fn unsubscribe(&self, key: &SubKey) -> bool {
         let mut state = self.inner.state();
         let before = state.subs.len();
-        state.subs.retain(|s| s.key != *key);
+        state.subs.retain(|s| {
+            let keep = s.key != *key;
+            if !keep {
+                // Waiting receivers wake up and find no subscription.
+                s.ready.notify_waiters();
+            }
+            keep
+        });
         before != state.subs.len()
     }
 
@@ -505,6 +513,9 @@ impl Pipe {
         if state.stream_taken {
             return Err(PipeError::StreamTaken);
         }
+        if self.inner.ended.is_cancelled() {
+            return Err(PipeError::Closed);
+        }
         let (tx, rx) = mpsc::channel(stream::DEPTH);
         state.stream = Some(tx);
         state.stream_taken = true;
@@ -515,21 +526,26 @@ impl Pipe {
     /// server also closes its connections. Safe to call more than once.
     pub async fn close(&self) {
         self.inner.closed.cancel();
-        let children: Vec<Pipe> = self.inner.state().children.values().cloned().collect();
-        for child in children {
-            Box::pin(child.close()).await;
-        }
-        self.shutdown_io().await;
+        // The I/O loops first: once the accept loop has stopped, no new
+        // connection can join the server behind our back.
         let current = tokio::task::try_id();
-        let tasks: Vec<JoinHandle<()>> = lock(&self.inner.tasks).drain(..).collect();
-        for task in tasks {
+        loop {
+            let Some(task) = lock(&self.inner.tasks).pop() else {
+                break;
+            };
             // A callback may close its own pipe; that task cannot wait for
             // itself, and it stops on its own after the callback.
             if Some(task.id()) != current {
                 let _ = task.await;
             }
         }
+        let children: Vec<Pipe> = self.inner.state().children.values().cloned().collect();
+        for child in children {
+            Box::pin(child.close()).await;
+        }
+        self.shutdown_io().await;
         self.finish().await;
+        self.leave_server();
     }
 
     /// Whether the pipe has ended.
@@ -690,7 +706,8 @@ impl Pipe {
     }
 
     /// Marks the pipe ended (once): wakes receivers, runs end callbacks,
-    /// leaves its server.
+    /// leaves its server. The I/O loops run this on a task of its own, so an
+    /// end callback that closes another pipe never waits on its own loop.
     async fn finish(&self) {
         if self.inner.end_ran.swap(true, Ordering::AcqRel) {
             return;
@@ -703,20 +720,53 @@ impl Pipe {
             state.end_cbs.clone()
         };
         tracing::debug!(pipe = %self.inner.id, "pipe ended");
-        if !self.inner.config.keep_open_on_end || self.inner.closed.is_cancelled() {
+        let keep_open = self.inner.config.keep_open_on_end && !self.inner.closed.is_cancelled();
+        if !keep_open {
             self.shutdown_io().await;
         }
         for (_, cb) in end_cbs.iter() {
             cb(self.clone()).await;
         }
-        if let Some(server) = self.inner.parent.as_ref().and_then(Pipe::upgrade) {
-            if let Some(peer) = self.inner.peer {
-                server.inner.state().children.remove(&peer);
-            }
+        let server = self.inner.parent.as_ref().and_then(Pipe::upgrade);
+        if let Some(server) = server {
             let server_cbs = server.inner.state().end_cbs.clone();
             for (_, cb) in server_cbs.iter() {
                 cb(self.clone()).await;
             }
+        }
+        if !keep_open {
+            self.leave_server();
+        }
+        // Callbacks often hold a handle to their own pipe: dropping them
+        // breaks that cycle, so an ended pipe's memory is freed.
+        let mut state = self.inner.state();
+        state.msg_cbs = Arc::new(Vec::new());
+        state.end_cbs = Arc::new(Vec::new());
+    }
+
+    /// Runs [`Pipe::finish`] on a task of its own; for the I/O loops.
+    fn finish_detached(&self) {
+        let pipe = self.clone();
+        tokio::spawn(async move { pipe.finish().await });
+    }
+
+    /// Removes this connection from its server's list, if it is still this
+    /// pipe there (a new connection from the same address may have replaced
+    /// it).
+    fn leave_server(&self) {
+        let (Some(server), Some(peer)) = (
+            self.inner.parent.as_ref().and_then(Pipe::upgrade),
+            self.inner.peer,
+        ) else {
+            return;
+        };
+        let mut state = server.inner.state();
+        if state
+            .children
+            .get(&peer)
+            .is_some_and(|c| Arc::ptr_eq(&c.inner, &self.inner))
+        {
+            state.children.remove(&peer);
         }
     }
 

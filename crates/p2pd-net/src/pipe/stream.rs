@@ -15,7 +15,7 @@ use super::{Pipe, PipeError};
 /// reader waits (and TCP flow control slows the peer).
 pub(super) const DEPTH: usize = 16;
 
-type WriteFuture = Pin<Box<dyn Future<Output = io::Result<usize>> + Send>>;
+type WriteTask = tokio::task::JoinHandle<io::Result<()>>;
 type ShutdownFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A TCP pipe read and written as bytes (AsyncRead + AsyncWrite), from
@@ -24,7 +24,7 @@ pub struct PipeStream {
     pipe: Pipe,
     rx: mpsc::Receiver<Bytes>,
     pending: Bytes,
-    write: Option<WriteFuture>,
+    write: Option<WriteTask>,
     shutdown: Option<ShutdownFuture>,
 }
 
@@ -73,31 +73,31 @@ impl AsyncRead for PipeStream {
 }
 
 impl AsyncWrite for PipeStream {
+    /// Accepts the bytes at once and sends them on a task of their own, so
+    /// they go out even if the caller never flushes; the next write, flush
+    /// or shutdown waits for them first and reports their error.
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.write.is_none() {
-            let pipe = self.pipe.clone();
-            let data = Bytes::copy_from_slice(buf);
-            self.write = Some(Box::pin(async move {
-                pipe.send(&data, None).await.map_err(into_io)
-            }));
-        }
-        let Some(write) = self.write.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
-        let result = ready!(write.as_mut().poll(cx));
-        self.write = None;
-        Poll::Ready(result)
+        ready!(self.as_mut().poll_flush(cx))?;
+        let pipe = self.pipe.clone();
+        let data = Bytes::copy_from_slice(buf);
+        self.write = Some(tokio::spawn(async move {
+            pipe.send(&data, None).await.map(drop).map_err(into_io)
+        }));
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let Some(write) = self.write.as_mut() {
-            let result = ready!(write.as_mut().poll(cx));
+            let result = ready!(Pin::new(write).poll(cx));
             self.write = None;
-            result?;
+            match result {
+                Ok(sent) => sent?,
+                Err(join) => return Poll::Ready(Err(io::Error::other(join))),
+            }
         }
         Poll::Ready(Ok(()))
     }

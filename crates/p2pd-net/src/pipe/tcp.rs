@@ -11,6 +11,9 @@ use tokio::net::{TcpListener, TcpStream};
 use super::{Inner, Io, Message, Pipe, PipeConfig, PipeError};
 use crate::bind::{self, BindOptions};
 
+/// Pause after a failed accept (such as EMFILE), so the loop does not spin.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A read that fills less than this share of the buffer is copied out, so a
 /// small message does not pin a whole read buffer while it sits in a queue.
 const COPY_BELOW_DIVISOR: usize = 4;
@@ -47,6 +50,17 @@ pub(super) fn wrap_stream(
     config: &PipeConfig,
     parent: Option<Weak<Inner>>,
 ) -> Result<Pipe, PipeError> {
+    let (pipe, reader) = stream_pipe(stream, config, parent)?;
+    start_reader(&pipe, reader);
+    Ok(pipe)
+}
+
+/// A pipe for a connected stream, its reader not started yet.
+fn stream_pipe(
+    stream: TcpStream,
+    config: &PipeConfig,
+    parent: Option<Weak<Inner>>,
+) -> Result<(Pipe, OwnedReadHalf), PipeError> {
     // Messages are sent whole and at once; Nagle would hold small ones back.
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -58,11 +72,20 @@ pub(super) fn wrap_stream(
         Some(peer),
         Io::Tcp(tokio::sync::Mutex::new(Some(writer))),
         config,
-        parent.clone(),
+        parent,
     );
-    let task = tokio::spawn(read_loop(pipe.weak(), reader, peer, parent));
+    Ok((pipe, reader))
+}
+
+fn start_reader(pipe: &Pipe, reader: OwnedReadHalf) {
+    let peer = pipe.inner.peer.unwrap_or_else(|| pipe.inner.local);
+    let task = tokio::spawn(read_loop(
+        pipe.weak(),
+        reader,
+        peer,
+        pipe.inner.parent.clone(),
+    ));
     pipe.track(task);
-    Ok(pipe)
 }
 
 pub(super) fn wrap_listener(listener: TcpListener, config: &PipeConfig) -> Result<Pipe, PipeError> {
@@ -141,7 +164,7 @@ async fn read_loop(
         }
     }
     if let Some(pipe) = Pipe::upgrade(&weak) {
-        pipe.finish().await;
+        pipe.finish_detached();
     }
 }
 
@@ -151,6 +174,7 @@ async fn accept_loop(weak: Weak<Inner>, listener: TcpListener) {
     };
     loop {
         let accepted = tokio::select! {
+            biased;
             () = closed.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
@@ -161,9 +185,10 @@ async fn accept_loop(weak: Weak<Inner>, listener: TcpListener) {
             Ok(pair) => pair,
             Err(err) => {
                 // Out of descriptors or a connection reset before accept:
-                // the listener itself is fine, try again.
+                // the listener itself is fine; try again a little later, as
+                // descriptors take time to free.
                 tracing::debug!(%err, "accept failed");
-                tokio::task::yield_now().await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -179,14 +204,23 @@ async fn accept_loop(weak: Weak<Inner>, listener: TcpListener) {
         if config.linger.is_some() {
             let _ = socket2::SockRef::from(&stream).set_linger(config.linger);
         }
-        match wrap_stream(stream, config, Some(server.weak())) {
-            Ok(client) => {
-                server.inner.state().children.insert(from, client);
+        let (client, reader) = match stream_pipe(stream, config, Some(server.weak())) {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::debug!(%from, %err, "cannot wrap accepted connection");
+                continue;
             }
-            Err(err) => tracing::debug!(%from, %err, "cannot wrap accepted connection"),
+        };
+        // Listed before its reader starts, so its end always finds it.
+        let replaced = server.inner.state().children.insert(from, client.clone());
+        start_reader(&client, reader);
+        if let Some(old) = replaced {
+            // A new connection from the same address (a punched port reused):
+            // the old one is gone for the peer too.
+            tokio::spawn(async move { old.close().await });
         }
     }
     if let Some(server) = Pipe::upgrade(&weak) {
-        server.finish().await;
+        server.finish_detached();
     }
 }

@@ -88,6 +88,6 @@ async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
         }
     }
     if let Some(pipe) = Pipe::upgrade(&weak) {
-        pipe.finish().await;
+        pipe.finish_detached();
     }
 }

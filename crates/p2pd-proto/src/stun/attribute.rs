@@ -248,7 +248,7 @@ impl Attribute {
                 Attribute::MessageIntegrity(value.try_into().map_err(|_| bad("length is not 20"))?)
             }
             code::MESSAGE_INTEGRITY_SHA256 => {
-                if !(16..=32).contains(&value.len()) || value.len() % 4 != 0 {
+                if !(16..=32).contains(&value.len()) || !value.len().is_multiple_of(4) {
                     return Err(bad("length is not 16..=32 in steps of 4"));
                 }
                 Attribute::MessageIntegritySha256(value.to_vec())
@@ -268,7 +268,7 @@ impl Attribute {
                 }
             }
             code::UNKNOWN_ATTRIBUTES => {
-                if value.len() % 2 != 0 {
+                if !value.len().is_multiple_of(2) {
                     return Err(bad("odd length"));
                 }
                 Attribute::UnknownAttributes(

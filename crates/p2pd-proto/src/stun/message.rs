@@ -267,7 +267,7 @@ pub fn frame_len(bytes: &[u8]) -> Result<Option<usize>, DecodeError> {
         return Err(DecodeError::NotStun);
     }
     let body = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
-    if body % 4 != 0 {
+    if !body.is_multiple_of(4) {
         return Err(DecodeError::BadLength);
     }
     Ok(Some(HEADER_LEN + body))
