@@ -13,3 +13,4 @@ pub mod bind;
 pub mod daemon;
 pub mod interfaces;
 pub mod pipe;
+pub mod stun;

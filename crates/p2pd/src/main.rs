@@ -4,6 +4,7 @@
 mod cmd;
 mod config;
 mod output;
+mod signal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,10 @@ struct Cli {
 enum Command {
     /// List network interfaces: addresses, gateways, routes.
     Interfaces(cmd::interfaces::Args),
+    /// Discover each interface's external address, NAT type and port delta.
+    Nat(cmd::nat::Args),
+    /// Run an RFC 5780 STUN server (UDP and TCP).
+    StunServer(cmd::stun_server::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +45,10 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Interfaces(args) => cmd::interfaces::run(&args, &config),
+        Command::Nat(args) => runtime().and_then(|rt| rt.block_on(cmd::nat::run(&args, &config))),
+        Command::StunServer(args) => {
+            runtime().and_then(|rt| rt.block_on(cmd::stun_server::run(&args)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,6 +57,13 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The tokio runtime networking commands run on.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (warnings by default), so stdout

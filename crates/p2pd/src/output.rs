@@ -13,3 +13,8 @@ pub(crate) fn error(err: &dyn Display) {
 pub(crate) fn line(text: impl Display) {
     let _ = writeln!(std::io::stdout(), "{text}");
 }
+
+/// Prints a progress or status line on stderr, keeping stdout for results.
+pub(crate) fn status(text: impl Display) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}

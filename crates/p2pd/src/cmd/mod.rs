@@ -1,3 +1,5 @@
 //! One module per subcommand.
 
 pub(crate) mod interfaces;
+pub(crate) mod nat;
+pub(crate) mod stun_server;

@@ -1,0 +1,11 @@
+//! STUN over sockets: the client (UDP and TCP), the RFC 5780 server, and
+//! NAT behaviour discovery. The protocol itself is `p2pd_proto::stun`; these
+//! are its tokio drivers.
+
+pub mod client;
+pub mod discovery;
+pub mod server;
+
+pub use client::{BindingResponse, StunError};
+pub use discovery::{DiscoveryOptions, NatReport};
+pub use server::StunServer;

@@ -1,0 +1,192 @@
+//! The STUN server and client over loopback (127.0.0.1 and 127.0.0.2 make
+//! the two IPs RFC 5780 needs).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use p2pd_net::bind::{self, BindOptions};
+use p2pd_net::stun::StunServer;
+use p2pd_net::stun::client::{Query, query, query_all, query_tcp};
+use p2pd_net::stun::discovery::{DiscoveryOptions, discover};
+use p2pd_proto::stun::behavior::{DeltaType, Mapping, NatType};
+use p2pd_proto::stun::server::ServerAddresses;
+use p2pd_proto::stun::transaction::RetransmitPolicy;
+use p2pd_proto::stun::{Attribute, Message};
+
+const POLICY: RetransmitPolicy = RetransmitPolicy {
+    rto: Duration::from_millis(100),
+    max_sends: 7,
+    last_wait: 4,
+    deadline: Some(Duration::from_secs(2)),
+};
+
+async fn server() -> StunServer {
+    // Ports differ per test run; the alternate is the primary + 1.
+    for _ in 0..20 {
+        let probe =
+            bind::udp("127.0.0.1:0".parse().expect("lit"), &BindOptions::default()).expect("probe");
+        let port = probe.local_addr().expect("addr").port();
+        drop(probe);
+        if port == u16::MAX {
+            continue;
+        }
+        let addrs = ServerAddresses {
+            primary: SocketAddr::from(([127, 0, 0, 1], port)),
+            alternate: Some(SocketAddr::from(([127, 0, 0, 2], port + 1))),
+        };
+        if let Ok(server) = StunServer::start(addrs).await {
+            return server;
+        }
+    }
+    panic!("no free port pair for the STUN server");
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("lit")
+}
+
+#[tokio::test]
+async fn udp_and_tcp_binding_give_the_mapped_address_and_other_address() {
+    let server = server().await;
+    let addrs = server.addresses();
+    let socket = bind::udp(local(), &BindOptions::default()).expect("bind");
+
+    let (udp, sent) = query(&socket, Query::plain(addrs.primary), POLICY).await;
+    let udp = udp.expect("udp answer");
+    assert_eq!(udp.mapped, socket.local_addr().expect("addr"));
+    assert_eq!(udp.other, addrs.alternate);
+    assert_eq!(sent, 1);
+
+    let tcp = query_tcp(local(), addrs.primary, Duration::from_secs(2))
+        .await
+        .expect("tcp answer");
+    assert_eq!(tcp.mapped.ip(), udp.mapped.ip());
+    assert_eq!(tcp.other, addrs.alternate);
+    assert!(server.answered() >= 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn change_request_is_answered_from_the_other_address() {
+    let server = server().await;
+    let addrs = server.addresses();
+    let alt = addrs.alternate.expect("alternate");
+    let socket = bind::udp(local(), &BindOptions::default()).expect("bind");
+    let query_both = Query {
+        server: addrs.primary,
+        change: Some((true, true)),
+    };
+    let (answer, _) = query(&socket, query_both, POLICY).await;
+    assert_eq!(answer.expect("answer").from, alt);
+    let query_port = Query {
+        server: addrs.primary,
+        change: Some((false, true)),
+    };
+    let (answer, _) = query(&socket, query_port, POLICY).await;
+    assert_eq!(
+        answer.expect("answer").from,
+        SocketAddr::new(addrs.primary.ip(), alt.port())
+    );
+}
+
+#[tokio::test]
+async fn classic_rfc3489_requests_get_classic_answers() {
+    let server = server().await;
+    let addrs = server.addresses();
+    let socket = tokio::net::UdpSocket::bind(local()).await.expect("bind");
+    // A classic request: 16-byte transaction id, no magic cookie.
+    let mut request = vec![0x00, 0x01, 0x00, 0x00];
+    request.extend_from_slice(&[0x42; 16]);
+    socket.send_to(&request, addrs.primary).await.expect("send");
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("recv");
+    let answer = Message::decode(&buf[..n]).expect("valid");
+    assert!(answer.is_classic());
+    assert_eq!(&buf[4..20], &[0x42; 16]);
+    assert!(answer.attributes.contains(&Attribute::MappedAddress(
+        socket.local_addr().expect("addr")
+    )));
+    assert!(
+        answer
+            .attributes
+            .contains(&Attribute::ChangedAddress(addrs.alternate.expect("alt")))
+    );
+}
+
+#[tokio::test]
+async fn garbage_is_dropped_and_counted() {
+    let server = server().await;
+    let socket = tokio::net::UdpSocket::bind(local()).await.expect("bind");
+    for junk in [&b""[..], b"\xff\xff", &[0u8; 20], b"GET / HTTP/1.1\r\n\r\n"] {
+        socket
+            .send_to(junk, server.addresses().primary)
+            .await
+            .expect("send");
+    }
+    let (answer, _) = query(
+        &bind::udp(local(), &BindOptions::default()).expect("bind"),
+        Query::plain(server.addresses().primary),
+        POLICY,
+    )
+    .await;
+    answer.expect("still answering");
+    assert!(server.dropped() >= 3, "dropped {}", server.dropped());
+}
+
+#[tokio::test]
+async fn a_dead_server_does_not_delay_the_others_answers() {
+    let server = server().await;
+    let dead = bind::udp(local(), &BindOptions::default()).expect("a socket nobody answers on");
+    let socket = bind::udp(local(), &BindOptions::default()).expect("bind");
+    let queries = [
+        Query::plain(dead.local_addr().expect("addr")),
+        Query::plain(server.addresses().primary),
+    ];
+    let (results, _) = query_all(&socket, &queries, POLICY, |so_far| so_far[1].is_some()).await;
+    assert!(results[0].is_err(), "the dead server is reported");
+    assert!(results[1].is_ok());
+}
+
+#[tokio::test]
+async fn discovery_without_nat_finds_an_open_internet() {
+    let server = server().await;
+    let report = discover(
+        "127.0.0.1".parse().expect("lit"),
+        0,
+        &[server.addresses().primary],
+        &DiscoveryOptions::default(),
+    )
+    .await
+    .expect("discovery");
+    assert_eq!(report.nat, NatType::Open);
+    assert_eq!(report.filtering, Some(Mapping::EndpointIndependent));
+    assert_eq!(report.delta.kind, DeltaType::NotApplicable);
+    assert_eq!(
+        report.external.map(|a| a.ip()),
+        Some("127.0.0.1".parse().expect("lit"))
+    );
+    assert!(report.requests <= 5, "{report:?}");
+}
+
+#[tokio::test]
+async fn discovery_with_no_server_answering_is_blocked() {
+    let dead = bind::udp(local(), &BindOptions::default()).expect("silent socket");
+    let options = DiscoveryOptions {
+        first_answer: Duration::from_millis(300),
+        ..DiscoveryOptions::default()
+    };
+    let report = discover(
+        "127.0.0.1".parse().expect("lit"),
+        0,
+        &[dead.local_addr().expect("addr")],
+        &options,
+    )
+    .await
+    .expect("discovery");
+    assert_eq!(report.nat, NatType::Blocked);
+    assert_eq!(report.unreachable.len(), 1);
+    assert!(report.requests >= 2, "retransmitted: {report:?}");
+}
