@@ -2,6 +2,7 @@
 //! committed corpus and property tests on stable Rust (cargo fuzz needs
 //! nightly). Each panics on a bug and returns normally otherwise.
 
+use crate::addr::PeerAddr;
 use crate::stun::Attribute;
 use crate::stun::message::{Message, check_integrity, frame_len};
 use crate::stun::server::{self, ServerAddresses, Transport};
@@ -35,4 +36,19 @@ pub fn stun_server(data: &[u8]) {
             Message::decode(&reply.payload).expect("the server's answers decode");
         }
     }
+}
+
+/// Peer address parsing: never panics; what parses prints back to text that
+/// parses to the same address.
+pub fn peer_addr(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(addr) = text.parse::<PeerAddr>() else {
+        return;
+    };
+    addr.validate()
+        .expect("a parsed address is within the limits");
+    let again: PeerAddr = addr.to_string().parse().expect("a printed address parses");
+    assert_eq!(again, addr);
 }

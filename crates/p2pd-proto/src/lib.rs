@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod addr;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod route;
