@@ -3,6 +3,7 @@
 //! nightly). Each panics on a bug and returns normally otherwise.
 
 use crate::addr::PeerAddr;
+use crate::signal::{Identity, Inbox};
 use crate::stun::Attribute;
 use crate::stun::message::{Message, check_integrity, frame_len};
 use crate::stun::server::{self, ServerAddresses, Transport};
@@ -51,4 +52,14 @@ pub fn peer_addr(data: &[u8]) {
         .expect("a parsed address is within the limits");
     let again: PeerAddr = addr.to_string().parse().expect("a printed address parses");
     assert_eq!(again, addr);
+}
+
+/// Opening signaling envelopes: never panics, and arbitrary bytes never
+/// open (they would have to forge the sender's key).
+pub fn signal_envelope(data: &[u8]) {
+    let mut inbox = Inbox::new(Identity::from_secret([2; 32]));
+    assert!(
+        inbox.open(1_800_000_000_000, data).is_err(),
+        "random bytes opened"
+    );
 }

@@ -15,4 +15,5 @@ pub mod addr;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod route;
+pub mod signal;
 pub mod stun;

@@ -85,12 +85,18 @@ proptest! {
 
 #[test]
 fn committed_fuzz_corpus_replays_cleanly() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/peer_addr");
-    let entries = std::fs::read_dir(&dir).expect("fuzz/corpus/peer_addr exists");
-    let mut replayed = 0;
-    for entry in entries.flatten() {
-        p2pd_proto::fuzz::peer_addr(&std::fs::read(entry.path()).expect("corpus file"));
-        replayed += 1;
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+    let targets: [(&str, fn(&[u8])); 2] = [
+        ("peer_addr", p2pd_proto::fuzz::peer_addr),
+        ("signal_envelope", p2pd_proto::fuzz::signal_envelope),
+    ];
+    for (target, body) in targets {
+        let entries = std::fs::read_dir(corpus.join(target)).expect("the corpus directory exists");
+        let mut replayed = 0;
+        for entry in entries.flatten() {
+            body(&std::fs::read(entry.path()).expect("corpus file"));
+            replayed += 1;
+        }
+        assert!(replayed > 0, "{target}: empty corpus");
     }
-    assert!(replayed > 0);
 }
