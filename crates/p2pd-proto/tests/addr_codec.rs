@@ -83,10 +83,13 @@ proptest! {
     }
 }
 
+/// A fuzz target's body.
+type FuzzBody = fn(&[u8]);
+
 #[test]
 fn committed_fuzz_corpus_replays_cleanly() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-    let targets: [(&str, fn(&[u8])); 2] = [
+    let targets: [(&str, FuzzBody); 2] = [
         ("peer_addr", p2pd_proto::fuzz::peer_addr),
         ("signal_envelope", p2pd_proto::fuzz::signal_envelope),
     ];
