@@ -2,4 +2,6 @@
 //! signaling, connection strategies and ECHO service.
 #![warn(missing_docs)]
 
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod config;

@@ -31,6 +31,8 @@ enum Command {
     Nat(cmd::nat::Args),
     /// Run an RFC 5780 STUN server (UDP and TCP).
     StunServer(cmd::stun_server::Args),
+    /// Run an embedded MQTT broker (for LANs, offline use and tests).
+    Broker(cmd::broker::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::StunServer(args) => {
             runtime().and_then(|rt| rt.block_on(cmd::stun_server::run(&args)))
         }
+        Command::Broker(args) => runtime().and_then(|rt| rt.block_on(cmd::broker::run(&args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,10 +70,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (warnings by default), so stdout
-/// stays for machine-readable output.
+/// stays for machine-readable output. The embedded broker logs every
+/// misbehaving client as an error; those are the clients' problem, so it is
+/// quiet unless asked for.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

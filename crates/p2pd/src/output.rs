@@ -3,9 +3,9 @@
 use std::fmt::Display;
 use std::io::Write;
 
-/// Prints `error: ...` on one line of stderr.
+/// Prints `error: ...` on one line of stderr, with the chain of causes.
 pub(crate) fn error(err: &dyn Display) {
-    let text = err.to_string().replace('\n', " ");
+    let text = format!("{err:#}").replace('\n', " ");
     let _ = writeln!(std::io::stderr(), "error: {text}");
 }
 
