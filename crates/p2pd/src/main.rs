@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            output::error(&err);
+            output::error_chain(&err);
             ExitCode::from(1)
         }
     }

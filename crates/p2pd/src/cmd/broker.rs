@@ -17,7 +17,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let listen = args.listen;
     tokio::task::spawn_blocking(move || p2pd_node::broker::start(listen))
         .await
-        .context("starting the broker")?
+        .context("the broker thread failed")?
         .context("starting the broker")?;
     output::status(format_args!("mqtt broker on {listen}"));
     crate::signal::shutdown().await;
