@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use p2pd_net::bind::{self, BindOptions};
-use p2pd_net::stun::StunServer;
 use p2pd_net::stun::client::{Query, query, query_all, query_tcp};
 use p2pd_net::stun::discovery::{DiscoveryOptions, discover};
+use p2pd_net::stun::{StunError, StunServer};
 use p2pd_proto::stun::behavior::{DeltaType, Mapping, NatType};
 use p2pd_proto::stun::server::ServerAddresses;
 use p2pd_proto::stun::transaction::RetransmitPolicy;
@@ -145,9 +145,18 @@ async fn a_dead_server_does_not_delay_the_others_answers() {
         Query::plain(dead.local_addr().expect("addr")),
         Query::plain(server.addresses().primary),
     ];
-    let (results, _) = query_all(&socket, &queries, POLICY, |so_far| so_far[1].is_some()).await;
-    assert!(results[0].is_err(), "the dead server is reported");
+    let started = tokio::time::Instant::now();
+    let grace = |_rtt: Duration| Duration::from_millis(50);
+    let (results, _) = query_all(&socket, &queries, POLICY, Some(&grace)).await;
+    assert!(
+        matches!(results[0], Err(StunError::Timeout(_))),
+        "the dead server is reported"
+    );
     assert!(results[1].is_ok());
+    assert!(
+        started.elapsed() < POLICY.deadline.expect("bounded"),
+        "the dead server's full timeout was waited for"
+    );
 }
 
 #[tokio::test]
@@ -189,4 +198,29 @@ async fn discovery_with_no_server_answering_is_blocked() {
     assert_eq!(report.nat, NatType::Blocked);
     assert_eq!(report.unreachable.len(), 1);
     assert!(report.requests >= 2, "retransmitted: {report:?}");
+}
+
+#[tokio::test]
+async fn discovery_prefers_a_server_that_supports_rfc5780() {
+    let full = server().await;
+    let probe =
+        bind::udp("127.0.0.3:0".parse().expect("lit"), &BindOptions::default()).expect("probe");
+    let port = probe.local_addr().expect("addr").port();
+    drop(probe);
+    let single = StunServer::start(ServerAddresses {
+        primary: SocketAddr::from(([127, 0, 0, 3], port)),
+        alternate: None,
+    })
+    .await
+    .expect("single-address server");
+    let report = discover(
+        "127.0.0.1".parse().expect("lit"),
+        0,
+        &[single.addresses().primary, full.addresses().primary],
+        &DiscoveryOptions::default(),
+    )
+    .await
+    .expect("discovery");
+    assert_eq!(report.nat, NatType::Open, "{report:?}");
+    assert_eq!(report.filtering, Some(Mapping::EndpointIndependent));
 }

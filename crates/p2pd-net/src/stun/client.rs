@@ -95,14 +95,15 @@ pub fn binding_request(change: Option<(bool, bool)>) -> Message {
 }
 
 /// Sends every query at once over `socket` and waits for all answers, each
-/// retransmitted per `policy`. `until` may end the wait early: it sees the
-/// answers so far and returns true to stop. Returns one result per query,
-/// in order, and the number of datagrams sent.
+/// retransmitted per `policy`. With `grace`, the wait also ends `grace(rtt)`
+/// after the first answer (rtt being that answer's): servers slower than
+/// that are reported as timed out. Returns one result per query, in order,
+/// and the number of datagrams sent.
 pub async fn query_all(
     socket: &UdpSocket,
     queries: &[Query],
     policy: RetransmitPolicy,
-    until: impl Fn(&[Option<Result<BindingResponse, StunError>>]) -> bool,
+    grace: Option<&(dyn Fn(Duration) -> Duration + Sync)>,
 ) -> (Vec<Result<BindingResponse, StunError>>, u32) {
     let mut machine = Transactions::new();
     let started = Instant::now();
@@ -115,6 +116,7 @@ pub async fn query_all(
     let mut results: Vec<Option<Result<BindingResponse, StunError>>> =
         queries.iter().map(|_| None).collect();
     let mut sent = 0u32;
+    let mut stop_at: Option<Instant> = None;
     let mut buf = vec![0u8; 2048];
     loop {
         while let Some(transmit) = machine.poll_transmit() {
@@ -138,16 +140,22 @@ pub async fn query_all(
                     (id, Err(StunError::Timeout(queries[n].server)))
                 }
             };
+            if let (Some(grace), None, Ok(answer)) = (grace, stop_at, &result) {
+                stop_at = Some(Instant::now() + grace(answer.rtt));
+            }
             if let Some(n) = ids.iter().position(|i| *i == id) {
                 results[n] = Some(result);
             }
         }
-        if machine.is_idle() || until(&results) {
+        if machine.is_idle() || stop_at.is_some_and(|at| Instant::now() >= at) {
             break;
         }
         let Some(wake) = machine.poll_timeout() else {
             break;
         };
+        let wake = stop_at.map_or(Instant::from_std(wake), |at| {
+            at.min(Instant::from_std(wake))
+        });
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, from)) => {
@@ -155,7 +163,7 @@ pub async fn query_all(
                 }
                 Err(err) => tracing::debug!(%err, "stun receive error"),
             },
-            () = tokio::time::sleep_until(Instant::from_std(wake)) => {
+            () = tokio::time::sleep_until(wake) => {
                 machine.handle_timeout(Instant::now().into_std());
             }
         }
@@ -174,7 +182,7 @@ pub async fn query(
     query: Query,
     policy: RetransmitPolicy,
 ) -> (Result<BindingResponse, StunError>, u32) {
-    let (mut results, sent) = query_all(socket, &[query], policy, |_| false).await;
+    let (mut results, sent) = query_all(socket, &[query], policy, None).await;
     let result = results
         .pop()
         .unwrap_or(Err(StunError::Timeout(query.server)));

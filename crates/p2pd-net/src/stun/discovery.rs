@@ -27,6 +27,10 @@ use tokio::net::UdpSocket;
 use super::client::{BindingResponse, Query, StunError, query, query_all};
 use crate::bind::{self, BindOptions};
 
+/// Held while a delta series runs, so concurrent discoveries (several
+/// interfaces behind one NAT) do not interleave their mappings.
+static DELTA_SERIES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Timing of discovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiscoveryOptions {
@@ -120,30 +124,37 @@ pub async fn discover(
     let l0 = udp(local)?;
     let queries: Vec<Query> = servers.iter().copied().map(Query::plain).collect();
     let first_policy = RetransmitPolicy::bounded(options.rto, options.first_answer);
-    let first_seen = std::sync::Mutex::new(None::<Instant>);
-    let (answers, sent) = query_all(&l0, &queries, first_policy, |so_far| {
-        let Some(rtt) = so_far.iter().flatten().flatten().map(|r| r.rtt).min() else {
-            return false;
-        };
-        let mut seen = first_seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let at = *seen.get_or_insert_with(Instant::now);
-        so_far.iter().all(Option::is_some) || at.elapsed() > grace(rtt, options)
-    })
-    .await;
+    let grace_after = |rtt: Duration| grace(rtt, options);
+    let (answers, sent) = query_all(&l0, &queries, first_policy, Some(&grace_after)).await;
     report.requests += sent;
-    let mut first: Option<BindingResponse> = None;
-    for (server, answer) in servers.iter().zip(answers) {
-        match answer {
-            Ok(response) => match &first {
-                None => first = Some(response),
-                Some(f) if f.mapped.ip() != response.mapped.ip() => {
-                    report.disagreements.push((*server, response.mapped));
-                }
-                Some(_) => {}
-            },
-            Err(_) => report.unreachable.push(*server),
+    // The behaviour tests need OTHER-ADDRESS: prefer the first answer that
+    // has one (of the right family, distinct from the server itself).
+    let answered: Vec<(SocketAddr, BindingResponse)> = servers
+        .iter()
+        .zip(answers)
+        .filter_map(|(server, answer)| match answer {
+            Ok(response) => Some((*server, response)),
+            Err(_) => {
+                report.unreachable.push(*server);
+                None
+            }
+        })
+        .collect();
+    let usable = |r: &BindingResponse| {
+        r.other.is_some_and(|o| {
+            o.is_ipv4() == r.from.is_ipv4() && o.ip() != r.from.ip() && o.port() != r.from.port()
+        })
+    };
+    let first = answered
+        .iter()
+        .find(|(_, r)| usable(r))
+        .or_else(|| answered.first())
+        .map(|(_, r)| r.clone());
+    if let Some(first) = &first {
+        for (server, response) in &answered {
+            if response.mapped.ip() != first.mapped.ip() {
+                report.disagreements.push((*server, response.mapped));
+            }
         }
     }
     let Some(first) = first else {
@@ -160,7 +171,8 @@ pub async fn discover(
     let positive = RetransmitPolicy::bounded(options.rto, options.first_answer);
 
     // 2. Mapping and filtering, concurrently; both need OTHER-ADDRESS.
-    let Some(other) = first.other else {
+    let other = first.other.filter(|_| usable(&first));
+    let Some(other) = other else {
         report.nat = if translated {
             NatType::Symmetric
         } else {
@@ -208,13 +220,17 @@ pub async fn discover(
             query(&l2, change_port, negative)
         );
         // A server that ignores CHANGE-REQUEST answers from where it was
-        // asked; that proves nothing about the filter.
-        let filtering = if both.is_ok_and(|r| r.from.ip() != primary.ip()) {
-            Mapping::EndpointIndependent
+        // asked; that proves nothing about the filter, which stays unknown.
+        let ignored = both.as_ref().is_ok_and(|r| r.from == primary)
+            || port.as_ref().is_ok_and(|r| r.from == primary);
+        let filtering = if ignored {
+            None
+        } else if both.is_ok_and(|r| r.from.ip() != primary.ip()) {
+            Some(Mapping::EndpointIndependent)
         } else if port.is_ok_and(|r| r.from.port() != primary.port()) {
-            Mapping::AddressDependent
+            Some(Mapping::AddressDependent)
         } else {
-            Mapping::AddressAndPortDependent
+            Some(Mapping::AddressAndPortDependent)
         };
         Ok::<_, StunError>((filtering, sent1 + sent2))
     };
@@ -222,11 +238,14 @@ pub async fn discover(
     let (filtering, sent_f) = filtering?;
     report.requests += sent_m + sent_f;
     report.mapping = mapping;
-    report.filtering = Some(filtering);
+    report.filtering = filtering;
+    // Unknown behaviour is taken as the hardest case, as punching needs: a
+    // mapping test that got no answer counts as destination-dependent, an
+    // untested filter as address-and-port-dependent.
     report.nat = classify(
         Some(translated),
-        mapping.unwrap_or(Mapping::EndpointIndependent),
-        filtering,
+        mapping.unwrap_or(Mapping::AddressAndPortDependent),
+        filtering.unwrap_or(Mapping::AddressAndPortDependent),
     );
 
     // 3. Port allocation, after everything else so no other test's mapping
@@ -247,6 +266,7 @@ async fn delta(
     policy: RetransmitPolicy,
     requests: &mut u32,
 ) -> Result<Delta, StunError> {
+    let _one_at_a_time = DELTA_SERIES.lock().await;
     let mut spread: Vec<PortPair> = Vec::new();
     for _ in 0..options.delta_samples {
         let socket = udp(local)?;

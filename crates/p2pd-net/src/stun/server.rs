@@ -23,6 +23,10 @@ const MAX_TCP_CONNECTIONS: usize = 1024;
 const TCP_IDLE: Duration = Duration::from_secs(30);
 /// Larger TCP messages end the connection: a Binding request is tiny.
 const MAX_TCP_MESSAGE: usize = 4096;
+/// A TCP connection is closed after this many requests, or this long, so
+/// no client holds a connection slot for ever.
+const TCP_MAX_REQUESTS: usize = 100;
+const TCP_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Counters of a running server.
 #[derive(Debug, Default)]
@@ -46,15 +50,18 @@ impl StunServer {
     /// Binds every socket (UDP and TCP on each address of `addrs`) and
     /// starts answering.
     pub async fn start(addrs: ServerAddresses) -> Result<StunServer, BindError> {
-        let options = BindOptions {
+        // SO_REUSEADDR lets a restarted server take its TCP ports out of
+        // TIME_WAIT; UDP sockets never get it, so no other socket can share
+        // (and steal) their datagrams.
+        let tcp_options = BindOptions {
             reuse_address: true,
             ..BindOptions::default()
         };
         let mut udp = HashMap::new();
         let mut tcp = Vec::new();
         for addr in addrs.sockets() {
-            udp.insert(addr, Arc::new(bind::udp(addr, &options)?));
-            tcp.push(bind::tcp_listener(addr, &options)?);
+            udp.insert(addr, Arc::new(bind::udp(addr, &BindOptions::default())?));
+            tcp.push(bind::tcp_listener(addr, &tcp_options)?);
         }
         let stats = Arc::new(ServerStats::default());
         let stop = CancellationToken::new();
@@ -181,6 +188,7 @@ async fn serve_tcp(
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = serve_connection(stream, client, addrs, stats) => {}
+                () = tokio::time::sleep(TCP_LIFETIME) => {}
             }
             drop(permit);
         });
@@ -199,7 +207,7 @@ async fn serve_connection(
         return;
     };
     let mut buf = Vec::with_capacity(64);
-    loop {
+    for _ in 0..TCP_MAX_REQUESTS {
         buf.resize(20, 0);
         let header = tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf)).await;
         if !matches!(header, Ok(Ok(_))) {
@@ -223,7 +231,11 @@ async fn serve_connection(
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        if stream.write_all(&reply.payload).await.is_err() {
+        // A client that does not read its answers is not waited for.
+        if !matches!(
+            tokio::time::timeout(TCP_IDLE, stream.write_all(&reply.payload)).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
         stats.answered.fetch_add(1, Ordering::Relaxed);

@@ -259,7 +259,8 @@ pub fn classify_delta(spread: &[PortPair], consecutive: &[PortPair]) -> Delta {
     Delta::of(DeltaType::Random)
 }
 
-/// The non-zero step shared by more than half of `steps`, if any.
+/// The non-zero step shared by more than half of `steps`, if any; at least
+/// three steps are needed (one or two show no pattern yet).
 fn majority_step(steps: impl Iterator<Item = i32>) -> Option<i32> {
     let mut counts: BTreeMap<i32, usize> = BTreeMap::new();
     let mut total = 0;
@@ -268,7 +269,7 @@ fn majority_step(steps: impl Iterator<Item = i32>) -> Option<i32> {
         *counts.entry(step).or_default() += 1;
     }
     let (step, count) = counts.into_iter().max_by_key(|(_, c)| *c)?;
-    (step != 0 && count * 2 > total).then_some(step)
+    (total >= 3 && count >= 2 && step != 0 && count * 2 > total).then_some(step)
 }
 
 #[cfg(test)]
@@ -353,7 +354,12 @@ mod tests {
                 value: 2
             }
         );
-        let down = [(40000, 20000), (51234, 19999), (33000, 19998)];
+        let down = [
+            (40000, 20000),
+            (51234, 19999),
+            (33000, 19998),
+            (45000, 19997),
+        ];
         assert_eq!(
             classify_delta(&down, &[]),
             Delta {
@@ -384,7 +390,13 @@ mod tests {
     #[test]
     fn dependent_only_for_consecutive_local_ports() {
         let spread = [(40000, 1000), (51234, 7777), (33000, 3000), (45000, 100)];
-        let consecutive = [(5000, 8000), (5001, 8003), (5002, 8006), (5003, 8009)];
+        let consecutive = [
+            (5000, 8000),
+            (5001, 8003),
+            (5002, 8006),
+            (5003, 8009),
+            (5004, 8012),
+        ];
         assert_eq!(
             classify_delta(&spread, &consecutive),
             Delta {
@@ -392,6 +404,12 @@ mod tests {
                 value: 3
             }
         );
+        assert_eq!(classify_delta(&spread, &[]).kind, DeltaType::Random);
+    }
+
+    #[test]
+    fn two_samples_are_not_a_pattern() {
+        let spread = [(40000, 1000), (51234, 7777)];
         assert_eq!(classify_delta(&spread, &[]).kind, DeltaType::Random);
     }
 

@@ -227,8 +227,19 @@ impl Message {
         tid.copy_from_slice(&bytes[8..HEADER_LEN]);
         let transaction = TransactionId(tid);
         let mut attributes = Vec::new();
+        let mut after_integrity = false;
         for (offset, kind, value) in walk(bytes) {
             let value = value?;
+            // RFC 8489 section 14.5: only MESSAGE-INTEGRITY-SHA256 and
+            // FINGERPRINT may follow MESSAGE-INTEGRITY; anything else there
+            // is not covered by it and is ignored.
+            if after_integrity
+                && kind != code::MESSAGE_INTEGRITY_SHA256
+                && kind != code::FINGERPRINT
+            {
+                continue;
+            }
+            after_integrity |= kind == code::MESSAGE_INTEGRITY;
             if kind == code::FINGERPRINT {
                 let value_end = offset + 4 + value.len();
                 if value_end != bytes.len() {
@@ -283,19 +294,16 @@ pub fn check_integrity(bytes: &[u8], key: &[u8]) -> bool {
         let Ok(value) = value else {
             return false;
         };
+        if kind != code::MESSAGE_INTEGRITY && kind != code::MESSAGE_INTEGRITY_SHA256 {
+            continue;
+        }
         let mut covered = bytes[..offset].to_vec();
-        let ok = match kind {
-            code::MESSAGE_INTEGRITY => {
-                set_length_plus(&mut covered, 4 + value.len());
-                verify::<Hmac<Sha1>>(&covered, key, value)
-            }
-            code::MESSAGE_INTEGRITY_SHA256 => {
-                set_length_plus(&mut covered, 4 + value.len());
-                verify::<Hmac<Sha256>>(&covered, key, value)
-            }
-            _ => continue,
+        set_length_plus(&mut covered, 4 + value.len());
+        return if kind == code::MESSAGE_INTEGRITY {
+            verify::<Hmac<Sha1>>(&covered, key, value)
+        } else {
+            verify::<Hmac<Sha256>>(&covered, key, value)
         };
-        return ok;
     }
     false
 }

@@ -6,15 +6,18 @@
 //! and OTHER-ADDRESS (the socket with the other IP and the other port).
 //! Classic RFC 3489 requests (no magic cookie) get MAPPED-ADDRESS,
 //! SOURCE-ADDRESS and CHANGED-ADDRESS instead. The driver only routes bytes.
+//!
+//! Answers are kept small (no SOFTWARE, no MAPPED-ADDRESS for RFC 5389+
+//! clients), and RESPONSE-PORT, which sends the answer somewhere the
+//! request did not come from, is only honoured when the answer is no larger
+//! than the request (pad it with PADDING): a spoofed request must not make
+//! the server a traffic amplifier.
 
 use std::net::SocketAddr;
 
 use super::BINDING;
 use super::attribute::{Attribute, code};
 use super::message::{Class, Message};
-
-/// What the server answers with in SOFTWARE.
-pub const SOFTWARE: &str = concat!("p2pd ", env!("CARGO_PKG_VERSION"));
 
 /// The server's addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,9 +159,9 @@ pub fn respond(
         ));
     }
     let from = addrs.changed(on, change_ip, change_port).unwrap_or(on);
-    let to = match (transport, response_port(&request)) {
-        (Transport::Udp, Some(port)) => SocketAddr::new(client.ip(), port),
-        _ => client,
+    let redirect = match (transport, response_port(&request)) {
+        (Transport::Udp, Some(port)) => Some(SocketAddr::new(client.ip(), port)),
+        _ => None,
     };
     let other = addrs.changed(on, true, true);
     let mut response = Message::response_to(&request, Class::Success);
@@ -172,15 +175,27 @@ pub fn respond(
     } else {
         response = response
             .with(Attribute::XorMappedAddress(client))
-            .with(Attribute::MappedAddress(client))
             .with(Attribute::ResponseOrigin(from));
         if let Some(other) = other {
             response = response.with(Attribute::OtherAddress(other));
         }
     }
-    response = response.with(Attribute::Software(SOFTWARE.into()));
     let payload = response.encode_signed(None, !request.is_classic());
-    Some(Reply { from, to, payload })
+    if redirect.is_some() && payload.len() > bytes.len() {
+        return Some(error(
+            &request,
+            on,
+            client,
+            400,
+            "Pad a RESPONSE-PORT request",
+            None,
+        ));
+    }
+    Some(Reply {
+        from,
+        to: redirect.unwrap_or(client),
+        payload,
+    })
 }
 
 fn response_port(request: &Message) -> Option<u16> {
@@ -283,10 +298,37 @@ mod tests {
     }
 
     #[test]
-    fn response_port_redirects_the_answer() {
-        let req = binding().with(Attribute::ResponsePort(5555));
-        let (reply, _) = answer(&full(), "198.18.0.2:3478", &req);
+    fn response_port_redirects_only_padded_requests() {
+        let unpadded = binding().with(Attribute::ResponsePort(5555));
+        let (reply, msg) = answer(&full(), "198.18.0.2:3478", &unpadded);
+        assert_eq!(msg.class, Class::Error);
+        assert_eq!(
+            reply.to,
+            addr("203.0.113.5:40000"),
+            "errors go back to the sender"
+        );
+        let padded = unpadded.with(Attribute::Padding(vec![0; 100]));
+        let (reply, msg) = answer(&full(), "198.18.0.2:3478", &padded);
+        assert_eq!(msg.class, Class::Success);
         assert_eq!(reply.to, addr("203.0.113.5:5555"));
+    }
+
+    #[test]
+    fn answers_are_at_most_a_few_times_the_request() {
+        let request = binding().encode();
+        let reply = respond(
+            &full(),
+            Transport::Udp,
+            addr("198.18.0.2:3478"),
+            addr("203.0.113.5:1"),
+            &request,
+        )
+        .expect("answered");
+        assert!(
+            reply.payload.len() <= request.len() * 4,
+            "{} bytes",
+            reply.payload.len()
+        );
     }
 
     #[test]

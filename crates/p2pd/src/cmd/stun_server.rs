@@ -21,6 +21,13 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
+    // The addresses are told to clients (OTHER-ADDRESS, RESPONSE-ORIGIN):
+    // they must be real ones.
+    for addr in std::iter::once(args.primary).chain(args.alternate) {
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            bail!("{addr}: give a concrete IP and port, not a wildcard");
+        }
+    }
     if let Some(alt) = args.alternate {
         if alt.ip() == args.primary.ip() || alt.port() == args.primary.port() {
             bail!("--alternate must differ from --primary in both IP and port");
