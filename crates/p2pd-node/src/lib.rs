@@ -5,3 +5,10 @@
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod config;
+pub mod connect;
+pub mod identity;
+pub mod node;
+pub mod signaling;
+
+pub use connect::{ConnectError, Connection};
+pub use node::Node;

@@ -33,6 +33,10 @@ enum Command {
     StunServer(cmd::stun_server::Args),
     /// Run an embedded MQTT broker (for LANs, offline use and tests).
     Broker(cmd::broker::Args),
+    /// Run a node; prints its address, then serves until SIGINT/SIGTERM.
+    Node(cmd::node::Args),
+    /// Connect to a peer and bridge the connection to stdin/stdout.
+    Connect(cmd::connect::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,14 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(cmd::stun_server::run(&args)))
         }
         Command::Broker(args) => runtime().and_then(|rt| rt.block_on(cmd::broker::run(&args))),
+        Command::Node(args) => runtime().and_then(|rt| rt.block_on(cmd::node::run(&args, config))),
+        Command::Connect(args) => {
+            match runtime().and_then(|rt| rt.block_on(cmd::connect::run(&args, config))) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(err) => Err(err),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,472 @@
+//! A running peer: its servers, its address, its signaling and ECHO.
+//!
+//! ```text
+//! Node::start ─► listen on every interface (one port) ─► address (external = own IP)
+//!             ├► signaling on every broker ─► inbox ─► reverse requests: dial back, serve ECHO
+//!             └► STUN discovery (≤ 3 s) ─► address updated with external IPs, NAT, delta
+//! Node::connect(addr) ─► strategies (see `connect`)
+//! ```
+//!
+//! ECHO is served on every connection a remote peer asked for: accepted
+//! ones, and ones dialled back for a reverse request; never on connections
+//! this node's user opened.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use p2pd_net::daemon::Daemon;
+use p2pd_net::interfaces::{self, Interface};
+use p2pd_net::pipe::{Message, Pipe, PipeConfig, PipeId, Protocol};
+use p2pd_net::stun::discovery::{DiscoveryOptions, discover};
+use p2pd_proto::addr::{Endpoint, MAX_ENTRIES, NodeId, PeerAddr};
+use p2pd_proto::signal::{Body, Identity, Inbox, InboxStats, Signal, seal};
+use p2pd_proto::stun::behavior::{Delta, NatType};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::signaling::Signaling;
+
+/// The prefix of an ECHO request.
+pub const ECHO: &[u8] = b"ECHO ";
+/// What a node dialling back for a reverse request sends first.
+pub(crate) const REVERSE_MAGIC: &[u8] = b"P2PD-REVERSE ";
+/// Length of a reverse preamble: magic, 32 hex digits, newline.
+pub(crate) const REVERSE_PREAMBLE_LEN: usize = 13 + 32 + 1;
+/// Discovery is given this long before the first address is final.
+pub const DISCOVERY_LIMIT: Duration = Duration::from_secs(3);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The identity could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// Interfaces could not be listed.
+    #[error(transparent)]
+    Interfaces(#[from] interfaces::InterfaceError),
+    /// The node server could not listen.
+    #[error("node server: {0}")]
+    Listen(#[from] p2pd_net::pipe::PipeError),
+}
+
+/// A running node. Clones share it.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) identity: Identity,
+    pub(crate) signaling: Signaling,
+    inbox: Mutex<Inbox>,
+    pub(crate) addr: watch::Sender<PeerAddr>,
+    /// Reverse requests waiting for their connection, by token.
+    pub(crate) pending: Mutex<HashMap<String, oneshot::Sender<Pipe>>>,
+    /// Accepted connections handed to our user (answers to our reverse
+    /// requests): no ECHO on them.
+    owned: Mutex<HashSet<PipeId>>,
+    /// Accepted connections whose first message was seen.
+    greeted: Mutex<HashSet<PipeId>>,
+    daemon: tokio::sync::Mutex<Daemon>,
+    discovered: watch::Sender<bool>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.identity.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node: servers, signaling, and discovery in the background.
+    /// Returns once it listens; [`Node::discovered`] tells when its address
+    /// is final.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let identity = match &config.node.data_dir {
+            Some(dir) => crate::identity::load_or_create(dir)?,
+            None => crate::identity::throwaway(),
+        };
+        let locals = local_addresses(&interfaces::list()?, &config.node.interfaces);
+        let mut daemon = Daemon::new(PipeConfig::default());
+        let port = listen(&mut daemon, &locals, config.node.port).await?;
+        let brokers: Vec<u8> = (0..config
+            .signaling
+            .brokers
+            .len()
+            .min(p2pd_proto::addr::MAX_BROKERS))
+            .filter_map(|i| u8::try_from(i).ok())
+            .collect();
+        let addr = initial_address(&locals, port, brokers, identity.id());
+        let (signaling, envelopes) = Signaling::start(&config.signaling.brokers, &identity.id());
+        let node = Node {
+            inner: Arc::new(Inner {
+                inbox: Mutex::new(Inbox::new(identity.clone())),
+                identity,
+                signaling,
+                addr: watch::Sender::new(addr),
+                pending: Mutex::new(HashMap::new()),
+                owned: Mutex::new(HashSet::new()),
+                greeted: Mutex::new(HashSet::new()),
+                daemon: tokio::sync::Mutex::new(daemon),
+                discovered: watch::Sender::new(false),
+                stop: CancellationToken::new(),
+                config,
+            }),
+        };
+        node.serve_accepted().await;
+        tokio::spawn(node.clone().handle_signals(envelopes));
+        tokio::spawn(node.clone().run_discovery(locals));
+        tracing::info!(id = %node.id(), port, "node up");
+        Ok(node)
+    }
+
+    /// This node's id (its public key).
+    pub fn id(&self) -> NodeId {
+        self.inner.identity.id()
+    }
+
+    /// The current address (external IPs are the interfaces' own until
+    /// discovery has ended).
+    pub fn addr(&self) -> PeerAddr {
+        self.inner.addr.borrow().clone()
+    }
+
+    /// Waits until the first discovery round has ended (at most
+    /// [`DISCOVERY_LIMIT`] after start).
+    pub async fn discovered(&self) {
+        let mut rx = self.inner.discovered.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    /// Signaling envelopes dropped, by reason.
+    pub fn signal_stats(&self) -> InboxStats {
+        lock(&self.inner.inbox).stats()
+    }
+
+    /// Stops serving, signaling and discovery.
+    pub async fn close(&self) {
+        self.inner.stop.cancel();
+        self.inner.daemon.lock().await.close().await;
+    }
+
+    /// Seals and publishes a signal to `to` on the brokers its address lists.
+    pub(crate) fn send_signal(&self, to: &PeerAddr, body: Body) -> usize {
+        let signal = Signal {
+            id: format!("{:032x}", rand::random::<u128>()),
+            sent_ms: unix_ms(),
+            body,
+        };
+        let Some(envelope) = seal(&self.inner.identity, &to.node_id, &signal, rand::random())
+        else {
+            return 0;
+        };
+        self.inner
+            .signaling
+            .publish(&to.node_id, &to.brokers, &envelope)
+    }
+
+    /// ECHO on accepted connections, except those answering our own
+    /// reverse requests, which go to the waiting `connect`.
+    async fn serve_accepted(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.daemon.lock().await.add_msg_cb(move |msg, conn| {
+            let node = weak.upgrade().map(|inner| Node { inner });
+            async move {
+                if let Some(node) = node {
+                    node.on_accepted_message(msg, conn).await;
+                }
+            }
+        });
+    }
+
+    async fn on_accepted_message(&self, msg: Message, conn: Pipe) {
+        if lock(&self.inner.owned).contains(&conn.id()) {
+            return;
+        }
+        let first = lock(&self.inner.greeted).insert(conn.id());
+        if first && let Some(token) = reverse_token(&msg.data) {
+            let waiter = lock(&self.inner.pending).remove(&token);
+            if let Some(waiter) = waiter {
+                lock(&self.inner.owned).insert(conn.id());
+                let _ = waiter.send(conn);
+                return;
+            }
+        }
+        echo(&msg, &conn).await;
+    }
+
+    async fn handle_signals(self, mut envelopes: tokio::sync::mpsc::Receiver<Vec<u8>>) {
+        loop {
+            let envelope = tokio::select! {
+                () = self.inner.stop.cancelled() => return,
+                envelope = envelopes.recv() => match envelope {
+                    Some(e) => e,
+                    None => return,
+                },
+            };
+            let opened = lock(&self.inner.inbox).open(unix_ms(), &envelope);
+            match opened {
+                Ok((from, signal)) => self.on_signal(from, signal),
+                Err(reason) => tracing::debug!(%reason, "signal dropped"),
+            }
+        }
+    }
+
+    fn on_signal(&self, from: NodeId, signal: Signal) {
+        match signal.body {
+            Body::Reverse { token, addr } => {
+                let Ok(asker) = addr.parse::<PeerAddr>() else {
+                    tracing::debug!(%from, "reverse request with a bad address");
+                    return;
+                };
+                // The address must be the signer's own: nobody can make us
+                // dial a third party in someone else's name.
+                if asker.node_id != from
+                    || token.len() != 32
+                    || !token.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    tracing::debug!(%from, "reverse request refused");
+                    return;
+                }
+                let node = self.clone();
+                tokio::spawn(async move { node.dial_back(asker, token).await });
+            }
+            Body::Ping => tracing::debug!(%from, "ping"),
+            _ => tracing::debug!(%from, "unknown signal"),
+        }
+    }
+
+    /// Answers a reverse request: connect to the asker, say which request
+    /// this is, then serve ECHO (the asker wanted this connection).
+    async fn dial_back(&self, asker: PeerAddr, token: String) {
+        let budget = self
+            .inner
+            .config
+            .connect
+            .budget(crate::config::Strategy::Reverse);
+        let Ok(pipe) = crate::connect::dial(self, &asker, budget).await else {
+            tracing::debug!(to = %asker.node_id, "dial back failed");
+            return;
+        };
+        let mut preamble = REVERSE_MAGIC.to_vec();
+        preamble.extend_from_slice(token.as_bytes());
+        preamble.push(b'\n');
+        pipe.add_msg_cb(|msg, conn| async move { echo(&msg, &conn).await });
+        if pipe.send(&preamble, None).await.is_err() {
+            pipe.close().await;
+            return;
+        }
+        tracing::info!(to = %asker.node_id, local = %pipe.local_addr(), "dialled back for a reverse connect");
+        let stop = self.inner.stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => pipe.close().await,
+                () = pipe.closed() => {}
+            }
+        });
+    }
+
+    async fn run_discovery(self, locals: Vec<Local>) {
+        let servers = resolve_stun(&self.inner.config).await;
+        let run = async {
+            let mut updates = Vec::new();
+            for local in locals.iter().filter(|l| !l.ip.is_loopback()) {
+                let report = discover(local.ip, 0, &servers, &DiscoveryOptions::default()).await;
+                if let Ok(report) = report
+                    && let Some(external) = report.external
+                {
+                    updates.push((local.ip, external.ip(), report.nat, report.delta));
+                }
+            }
+            updates
+        };
+        let updates = tokio::select! {
+            () = self.inner.stop.cancelled() => return,
+            updates = tokio::time::timeout(DISCOVERY_LIMIT, run) => updates.unwrap_or_default(),
+        };
+        self.inner.addr.send_modify(|addr| {
+            for endpoint in addr.ipv4.iter_mut().chain(addr.ipv6.iter_mut()) {
+                // Before discovery an endpoint's external IP is its own.
+                if let Some((_, external, nat, delta)) =
+                    updates.iter().find(|u| u.0 == endpoint.external)
+                {
+                    endpoint.external = *external;
+                    endpoint.nat = *nat;
+                    endpoint.delta = *delta;
+                }
+            }
+        });
+        self.inner.discovered.send_replace(true);
+    }
+}
+
+/// Answers an ECHO request with the bytes after `ECHO `, unchanged.
+async fn echo(msg: &Message, conn: &Pipe) {
+    if let Some(rest) = msg.data.strip_prefix(ECHO) {
+        let _ = conn.send(rest, Some(msg.from)).await;
+    }
+}
+
+/// The token of a reverse preamble, if `data` is one.
+fn reverse_token(data: &[u8]) -> Option<String> {
+    let preamble = data.get(..REVERSE_PREAMBLE_LEN)?;
+    let token = preamble.strip_prefix(REVERSE_MAGIC)?.strip_suffix(b"\n")?;
+    if !token.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    std::str::from_utf8(token).ok().map(str::to_ascii_lowercase)
+}
+
+/// One local address the node serves on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Local {
+    pub(crate) if_index: u8,
+    pub(crate) ip: IpAddr,
+    /// IPv6 only: the link-local address of the same interface.
+    pub(crate) link_local: Option<(IpAddr, u32)>,
+}
+
+fn local_addresses(all: &[Interface], only: &[String]) -> Vec<Local> {
+    let mut locals = Vec::new();
+    let chosen: Vec<&Interface> = all
+        .iter()
+        .filter(|i| i.has_route() && (only.is_empty() || only.contains(&i.name)))
+        .collect();
+    for (n, i) in chosen.iter().enumerate() {
+        let if_index = u8::try_from(n).unwrap_or(u8::MAX);
+        if let Some(v4) = i.ipv4.first() {
+            locals.push(Local {
+                if_index,
+                ip: IpAddr::V4(v4.addr()),
+                link_local: None,
+            });
+        }
+        if let Some(v6) = i.ipv6_global.first() {
+            locals.push(Local {
+                if_index,
+                ip: IpAddr::V6(v6.addr()),
+                link_local: i
+                    .ipv6_link_local
+                    .first()
+                    .map(|l| (IpAddr::V6(l.ip), l.scope_id)),
+            });
+        }
+    }
+    if locals.is_empty() {
+        // Offline: loopback still lets this machine's nodes reach each other.
+        locals.push(Local {
+            if_index: 0,
+            ip: IpAddr::from([127, 0, 0, 1]),
+            link_local: None,
+        });
+    }
+    let mut v4 = 0;
+    let mut v6 = 0;
+    locals.retain(|l| {
+        let count = if l.ip.is_ipv4() { &mut v4 } else { &mut v6 };
+        *count += 1;
+        *count <= MAX_ENTRIES
+    });
+    locals
+}
+
+/// Listens on every local address (and IPv6 link-local) on one port;
+/// port 0 takes the first free one. Returns the port.
+async fn listen(daemon: &mut Daemon, locals: &[Local], port: u16) -> Result<u16, NodeError> {
+    let mut port = port;
+    for local in locals {
+        let mut addrs = vec![SocketAddr::new(local.ip, port)];
+        if let Some((IpAddr::V6(ll), scope)) = local.link_local {
+            addrs.push(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ll, port, 0, scope,
+            )));
+        }
+        for mut addr in addrs {
+            addr.set_port(port);
+            let pipes = daemon.listen_specific(&[(addr, Protocol::Tcp)]).await?;
+            if port == 0 {
+                port = pipes.first().map_or(0, |p| p.local_addr().port());
+            }
+        }
+    }
+    Ok(port)
+}
+
+fn initial_address(locals: &[Local], port: u16, brokers: Vec<u8>, id: NodeId) -> PeerAddr {
+    let endpoint = |l: &Local| Endpoint {
+        if_index: l.if_index,
+        external: l.ip,
+        internal: l.link_local.map_or(l.ip, |(ll, _)| ll),
+        port,
+        nat: NatType::Open,
+        delta: Delta::NOT_APPLICABLE,
+    };
+    PeerAddr {
+        brokers,
+        ipv4: locals
+            .iter()
+            .filter(|l| l.ip.is_ipv4())
+            .map(endpoint)
+            .collect(),
+        ipv6: locals
+            .iter()
+            .filter(|l| l.ip.is_ipv6())
+            .map(endpoint)
+            .collect(),
+        node_id: id,
+    }
+}
+
+async fn resolve_stun(config: &Config) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for server in &config.stun.servers {
+        let host = if server.host.contains(':') {
+            format!("[{}]", server.host)
+        } else {
+            server.host.clone()
+        };
+        let name = format!("{host}:{}", server.port_or(3478));
+        if let Ok(Ok(addrs)) =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::lookup_host(name)).await
+        {
+            out.extend(addrs);
+        }
+    }
+    out
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverse_preambles_are_recognised_exactly() {
+        let token = "00112233445566778899aabbccddeeff";
+        let preamble = format!("P2PD-REVERSE {token}\n");
+        assert_eq!(preamble.len(), REVERSE_PREAMBLE_LEN);
+        assert_eq!(reverse_token(preamble.as_bytes()).as_deref(), Some(token));
+        assert_eq!(reverse_token(b"P2PD-REVERSE short\n"), None);
+        assert_eq!(reverse_token(b"ECHO hi"), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! Signaling over MQTT: every configured broker at once.
+//!
+//! A node subscribes to its own topic (`p2pd/<node id>`) on every broker and
+//! re-subscribes after every reconnect (rumqttc forgets subscriptions of a
+//! clean session). A message to a peer is published on every broker the
+//! peer's address lists, so signaling keeps working while any one of them
+//! is up; the receiving [`p2pd_proto::signal::Inbox`] drops the copies by
+//! message id. Envelopes are opaque here: sealing and opening are the
+//! node's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use p2pd_proto::addr::NodeId;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BrokerUrl;
+
+/// Envelopes waiting for the node; more are dropped (and counted) so a
+/// flood cannot grow memory.
+const INBOX_DEPTH: usize = 1024;
+/// Requests queued per broker client while it is (re)connecting.
+const CLIENT_QUEUE: usize = 64;
+/// MQTT keep-alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Reconnect backoff bounds after a broker error.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Largest MQTT packet accepted or sent: envelopes are small.
+const MAX_PACKET: usize = 16 * 1024;
+
+/// The topic a node listens on.
+pub fn topic(id: &NodeId) -> String {
+    format!("p2pd/{id}")
+}
+
+struct Link {
+    url: BrokerUrl,
+    client: AsyncClient,
+    connected: Arc<AtomicBool>,
+}
+
+/// Connections to every configured broker.
+pub struct Signaling {
+    links: Vec<Link>,
+    stop: CancellationToken,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Signaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.links.iter().map(|l| l.url.to_string()).collect();
+        f.debug_struct("Signaling")
+            .field("brokers", &urls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signaling {
+    /// Connects to every broker (in the background) and subscribes to
+    /// `me`'s topic. Received envelopes arrive on the returned channel.
+    pub fn start(brokers: &[BrokerUrl], me: &NodeId) -> (Signaling, mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel(INBOX_DEPTH);
+        let stop = CancellationToken::new();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut links = Vec::new();
+        for url in brokers {
+            let client_id = format!("p2pd-{:016x}", rand::random::<u64>());
+            let mut options = MqttOptions::new(client_id, url.server.host.clone(), url.server.port);
+            options
+                .set_keep_alive(KEEP_ALIVE)
+                .set_clean_session(true)
+                .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+            let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
+            let connected = Arc::new(AtomicBool::new(false));
+            tokio::spawn(drive(
+                eventloop,
+                client.clone(),
+                topic(me),
+                connected.clone(),
+                tx.clone(),
+                dropped.clone(),
+                stop.clone(),
+                url.to_string(),
+            ));
+            links.push(Link {
+                url: url.clone(),
+                client,
+                connected,
+            });
+        }
+        (
+            Signaling {
+                links,
+                stop,
+                dropped,
+            },
+            rx,
+        )
+    }
+
+    /// Publishes `envelope` to `to`'s topic on each broker of `indexes`
+    /// (indexes into the shared broker list); returns on how many it was
+    /// queued.
+    pub fn publish(&self, to: &NodeId, indexes: &[u8], envelope: &[u8]) -> usize {
+        let topic = topic(to);
+        indexes
+            .iter()
+            .filter_map(|i| self.links.get(usize::from(*i)))
+            .filter(|link| {
+                link.client
+                    .try_publish(topic.clone(), QoS::AtLeastOnce, false, envelope.to_vec())
+                    .map_err(|err| tracing::debug!(broker = %link.url, %err, "publish not queued"))
+                    .is_ok()
+            })
+            .count()
+    }
+
+    /// Indexes of the brokers connected now.
+    pub fn connected(&self) -> Vec<u8> {
+        self.links
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.connected.load(Ordering::Relaxed))
+            .filter_map(|(i, _)| u8::try_from(i).ok())
+            .collect()
+    }
+
+    /// Waits until a broker is connected, at most `limit`; returns whether
+    /// one is.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if !self.connected().is_empty() {
+                return true;
+            }
+            if self.links.is_empty() || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Envelopes dropped because the node did not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Signaling {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    topic: String,
+    connected: Arc<AtomicBool>,
+    tx: mpsc::Sender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+    stop: CancellationToken,
+    url: String,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = BACKOFF_MIN;
+                // A clean session starts with no subscriptions.
+                if let Err(err) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                    tracing::debug!(broker = %url, %err, "subscribe not queued");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                connected.store(true, Ordering::Relaxed);
+                tracing::debug!(broker = %url, "signaling subscribed");
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == topic => {
+                if tx.try_send(publish.payload.to_vec()).is_err() {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                connected.store(false, Ordering::Relaxed);
+                tracing::debug!(broker = %url, %err, ?backoff, "broker connection failed");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+}

@@ -1,0 +1,131 @@
+//! `p2pd connect ADDR`: a P2P connection bridged to stdin and stdout, like
+//! netcat.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use p2pd_node::Node;
+use p2pd_node::config::{Config, Strategy};
+use p2pd_proto::addr::PeerAddr;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The peer's address (it may begin with `-`).
+    #[arg(allow_hyphen_values = true)]
+    addr: String,
+    /// Strategies to use, in order of preference (direct, reverse, punch,
+    /// relay); default: the configured ones.
+    #[arg(long, value_delimiter = ',')]
+    strategies: Vec<Strategy>,
+    /// Print connection information as one JSON line on stderr.
+    #[arg(long)]
+    json: bool,
+    /// After stdin ends, keep printing what the peer sends for this long.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    linger: f64,
+}
+
+pub(crate) async fn run(args: &Args, mut config: Config) -> anyhow::Result<bool> {
+    let peer: PeerAddr = args.addr.parse().context("bad peer address")?;
+    if !(0.0..=86_400.0).contains(&args.linger) {
+        bail!("--linger must be between 0 and 86400 seconds");
+    }
+    // `connect` always uses a throwaway identity.
+    config.node.data_dir = None;
+    let strategies = if args.strategies.is_empty() {
+        config.connect.strategies.clone()
+    } else {
+        args.strategies.clone()
+    };
+    let node = Node::start(config).await.context("starting the node")?;
+    let connection = match node.connect(&peer, &strategies).await {
+        Ok(connection) => connection,
+        Err(err) => {
+            let tried: Vec<_> = err
+                .tried
+                .iter()
+                .map(|(s, e)| json!({"strategy": s.name(), "error": e}))
+                .collect();
+            if args.json {
+                output::status(json!({"error": err.to_string(), "tried": tried}));
+            } else {
+                output::status(format_args!("error: {err}"));
+                for (strategy, error) in &err.tried {
+                    output::status(format_args!("  {strategy}: {error}"));
+                }
+            }
+            node.close().await;
+            return Ok(false);
+        }
+    };
+    let info = json!({
+        "strategy": connection.strategy.name(),
+        "laddr": [connection.local.ip().to_string(), connection.local.port()],
+        "raddr": [connection.remote.ip().to_string(), connection.remote.port()],
+        "ms": connection.elapsed.as_secs_f64() * 1000.0,
+    });
+    if args.json {
+        output::status(info);
+    } else {
+        output::status(format_args!(
+            "connected by {} from {} to {} in {:.1} ms",
+            connection.strategy,
+            connection.local,
+            connection.remote,
+            connection.elapsed.as_secs_f64() * 1000.0
+        ));
+    }
+    bridge(&connection.pipe, Duration::from_secs_f64(args.linger)).await?;
+    connection.pipe.close().await;
+    node.close().await;
+    Ok(true)
+}
+
+/// Copies stdin to the peer and the peer to stdout; after stdin ends, keeps
+/// copying the peer's bytes for `linger`.
+async fn bridge(pipe: &p2pd_net::pipe::Pipe, linger: Duration) -> anyhow::Result<()> {
+    let stream = pipe.stream().context("connection")?;
+    let (mut from_peer, mut to_peer) = tokio::io::split(stream);
+    let upload = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            to_peer.write_all(&buf[..n]).await?;
+        }
+        to_peer.flush().await?;
+        Ok::<_, std::io::Error>(())
+    };
+    let download = async {
+        let mut stdout = tokio::io::stdout();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = from_peer.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            stdout.write_all(&buf[..n]).await?;
+            stdout.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::pin!(download);
+    tokio::select! {
+        uploaded = upload => {
+            uploaded.context("reading stdin")?;
+            // The peer may still be answering what we sent.
+            let _ = tokio::time::timeout(linger, &mut download).await;
+        }
+        downloaded = &mut download => {
+            downloaded.context("writing stdout")?;
+        }
+    }
+    Ok(())
+}
