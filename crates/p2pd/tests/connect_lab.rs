@@ -1,0 +1,310 @@
+//! Nodes across the lab's NATs, with `p2pd broker` as the signaling brokers
+//! and `p2pd stun-server` for discovery: direct and reverse connect,
+//! same-LAN peers, self-connect, broker failover, forged signals.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use p2pd_lab::topology::{BROKER1_V4, BROKER2_V4, STUN_ALT_V4, STUN_V4};
+use p2pd_lab::{Lab, LabSpec, NatKind, Side, require_lab};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(20);
+const STUN_PORTS: (u16, u16) = (3490, 3491);
+
+fn lab(spec: LabSpec) -> Lab {
+    let mut lab = Lab::up(&spec).expect("lab");
+    let p2pd = env!("CARGO_BIN_EXE_p2pd");
+    for (n, ip) in [(1, BROKER1_V4), (2, BROKER2_V4)] {
+        let listen = format!("{ip}:1883");
+        lab.spawn(
+            &format!("broker{n}"),
+            "broker",
+            p2pd,
+            &["broker", "--listen", &listen],
+        )
+        .expect("broker");
+        lab.wait_listening("broker", true, listen.parse().expect("addr"), LIMIT)
+            .expect("broker up");
+    }
+    let primary = format!("{STUN_V4}:{}", STUN_PORTS.0);
+    let alternate = format!("{STUN_ALT_V4}:{}", STUN_PORTS.1);
+    lab.spawn(
+        "stun",
+        "stun",
+        p2pd,
+        &[
+            "stun-server",
+            "--primary",
+            &primary,
+            "--alternate",
+            &alternate,
+        ],
+    )
+    .expect("stun server");
+    lab.wait_listening("stun", false, primary.parse().expect("addr"), LIMIT)
+        .expect("stun up");
+    std::fs::write(
+        lab.dir().join("p2pd.toml"),
+        format!(
+            "[signaling]\nbrokers = [\"mqtt://{BROKER1_V4}:1883\", \"mqtt://{BROKER2_V4}:1883\"]\n\
+             [stun]\nservers = [\"{primary}\"]\n[ntp]\nservers = []\n\
+             [connect]\ndirect_ms = 1000\nreverse_ms = 3000\ntimeout_ms = 6000\n"
+        ),
+    )
+    .expect("config");
+    lab
+}
+
+fn config(lab: &Lab) -> String {
+    lab.dir().join("p2pd.toml").display().to_string()
+}
+
+/// Starts `p2pd node` in `host`; returns its address (its first line).
+fn start_node(lab: &mut Lab, name: &str, host: &str) -> (String, u32) {
+    let config = config(lab);
+    let pid = lab
+        .spawn(
+            name,
+            host,
+            env!("CARGO_BIN_EXE_p2pd"),
+            &["--config", &config, "node"],
+        )
+        .expect("node");
+    let log = lab.dir().join(format!("{name}.log"));
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.ends_with(|c: char| c.is_ascii_hexdigit()) && l.contains('['))
+        {
+            return (line.to_owned(), pid);
+        }
+        assert!(Instant::now() < deadline, "no address from {name}:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Outcome {
+    info: Value,
+    stdout: String,
+    success: bool,
+}
+
+/// Runs `p2pd connect ADDR --json` in `host` with `input` on stdin.
+fn connect(lab: &Lab, host: &str, addr: &str, strategies: &str, input: &[u8]) -> Outcome {
+    let config = config(lab);
+    let args = lab.host(host).exec_args(
+        env!("CARGO_BIN_EXE_p2pd"),
+        &[
+            "--config",
+            &config,
+            "connect",
+            addr,
+            "--json",
+            "--strategies",
+            strategies,
+            "--linger",
+            "0.5",
+        ],
+    );
+    let mut child = Command::new("ip")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn connect");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("connect ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let info = stderr
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line on stderr:\n{stderr}"));
+    Outcome {
+        info,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        success: out.status.success(),
+    }
+}
+
+fn report(what: &str, outcome: &Outcome) {
+    println!(
+        "{what}: {} in {} ms",
+        outcome.info["strategy"], outcome.info["ms"]
+    );
+}
+
+#[test]
+fn a_public_peer_is_reached_directly_and_echoes() {
+    require_lab!();
+    let mut lab = lab(LabSpec::default().nat(Side::A, NatKind::PortRestrictedCone));
+    let (addr, _) = start_node(&mut lab, "node-peer", "peer");
+
+    let outcome = connect(&lab, "a", &addr, "direct,reverse", b"ECHO hello, world!");
+
+    report("public peer from behind a NAT", &outcome);
+    assert!(outcome.success, "{}", outcome.info);
+    assert_eq!(outcome.info["strategy"], "direct");
+    assert_eq!(outcome.stdout, "hello, world!");
+    let raddr = outcome.info["raddr"][0].as_str().expect("ip");
+    assert!(["198.18.0.7", "fd00:18::7"].contains(&raddr), "{raddr}");
+}
+
+#[test]
+fn a_peer_behind_nat_is_reached_by_reverse_connect() {
+    require_lab!();
+    let mut lab = lab(LabSpec::default().nat(Side::A, NatKind::PortRestrictedCone));
+    let (addr, _) = start_node(&mut lab, "node-a", "a");
+    assert!(
+        addr.contains(&Side::A.internet_v4().to_string()),
+        "discovery filled the external IP: {addr}"
+    );
+
+    let direct_only = connect(&lab, "peer", &addr, "direct", b"ECHO x");
+    assert!(!direct_only.success);
+    assert_eq!(
+        direct_only.info["tried"][0]["strategy"], "direct",
+        "{}",
+        direct_only.info
+    );
+
+    let outcome = connect(
+        &lab,
+        "peer",
+        &addr,
+        "direct,reverse",
+        b"ECHO \x00binary\xff",
+    );
+    report(
+        "peer behind a port-restricted NAT from a public peer",
+        &outcome,
+    );
+    assert!(outcome.success, "{}", outcome.info);
+    assert_eq!(outcome.info["strategy"], "reverse");
+    assert_eq!(
+        outcome.stdout.as_bytes(),
+        "\u{0}binary\u{fffd}".as_bytes(),
+        "lossy view of the echoed bytes"
+    );
+    // The peer dials back over IPv4 (through the NAT) or IPv6 (through the
+    // firewall, which lets outbound connections out); both are side A.
+    let raddr = outcome.info["raddr"][0].as_str().expect("ip");
+    assert!(
+        [
+            Side::A.internet_v4().to_string(),
+            Side::A.lan_v6(2).to_string()
+        ]
+        .contains(&raddr.to_owned()),
+        "{raddr}"
+    );
+}
+
+#[test]
+fn peers_on_one_lan_connect_on_their_lan_addresses() {
+    require_lab!();
+    let mut lab = lab(LabSpec::default()
+        .nat(Side::A, NatKind::PortRestrictedCone)
+        .hosts(Side::A, 2));
+    let (addr, _) = start_node(&mut lab, "node-a", "a");
+
+    let outcome = connect(&lab, "a2", &addr, "direct", b"ECHO lan");
+
+    report("two peers on one LAN", &outcome);
+    assert!(outcome.success, "{}", outcome.info);
+    // Both LAN addresses of `a` are candidates; whichever answers first wins.
+    let raddr = outcome.info["raddr"][0].as_str().expect("ip");
+    assert!(
+        [Side::A.lan_v4(2).to_string(), Side::A.lan_v6(2).to_string()].contains(&raddr.to_owned()),
+        "{raddr}"
+    );
+    assert_eq!(outcome.stdout, "lan");
+}
+
+#[test]
+fn a_node_connects_to_its_own_address() {
+    require_lab!();
+    let mut lab = lab(LabSpec::default().nat(Side::A, NatKind::PortRestrictedCone));
+    let (addr, _) = start_node(&mut lab, "node-a", "a");
+
+    let outcome = connect(&lab, "a", &addr, "direct", b"ECHO me");
+
+    assert!(outcome.success, "{}", outcome.info);
+    assert_eq!(outcome.stdout, "me");
+}
+
+#[test]
+fn signaling_survives_a_broker_failing() {
+    require_lab!();
+    let mut lab = lab(LabSpec::default().nat(Side::A, NatKind::SymmetricRandom));
+    let (addr, _) = start_node(&mut lab, "node-a", "a");
+    let before = connect(&lab, "peer", &addr, "reverse", b"ECHO before");
+    assert!(before.success, "{}", before.info);
+
+    assert!(lab.stop("broker1"), "broker1 was running");
+
+    let after = connect(&lab, "peer", &addr, "reverse", b"ECHO after");
+    report("reverse connect with one of two brokers down", &after);
+    assert!(after.success, "{}", after.info);
+    assert_eq!(after.stdout, "after");
+}
+
+#[test]
+fn forged_signals_are_dropped_and_counted() {
+    require_lab!();
+    let mut lab = lab(LabSpec::default().nat(Side::A, NatKind::PortRestrictedCone));
+    let (addr, pid) = start_node(&mut lab, "node-a", "a");
+    let node_id = addr.rsplit('-').next().expect("node id");
+    // An envelope claiming to come from another key, sealed with nothing.
+    let forged = lab.dir().join("forged.bin");
+    let mut bytes = vec![1u8];
+    bytes.extend((0..120u32).map(|i| (i * 37 % 251) as u8));
+    std::fs::write(&forged, bytes).expect("write");
+    let topic = format!("p2pd/{node_id}");
+    lab.host("peer")
+        .exec(
+            "mosquitto_pub",
+            &[
+                "-h",
+                &BROKER2_V4.to_string(),
+                "-t",
+                &topic,
+                "-f",
+                &forged.display().to_string(),
+            ],
+            LIMIT,
+        )
+        .expect("mosquitto_pub");
+    std::thread::sleep(Duration::from_millis(300));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("signal");
+    let log = lab.dir().join("node-a.log");
+    let stats = wait_for_line(&log, "stopped;");
+    assert!(stats.contains("1 forged"), "{stats}");
+    assert!(stats.contains("0 accepted"), "{stats}");
+}
+
+fn wait_for_line(log: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no `{needle}` in:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
