@@ -146,6 +146,17 @@ impl Node {
         let _ = rx.wait_for(|done| *done).await;
     }
 
+    /// Runs `cb` on every message of every connection a remote peer opened
+    /// to this node (besides ECHO, which is always served): the hook for an
+    /// application's own protocol. `cb` gets the connection to answer on.
+    pub async fn add_msg_cb<F, Fut>(&self, cb: F)
+    where
+        F: Fn(Message, Pipe) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.daemon.lock().await.add_msg_cb(cb);
+    }
+
     /// Signaling envelopes dropped, by reason.
     pub fn signal_stats(&self) -> InboxStats {
         lock(&self.inner.inbox).stats()
