@@ -26,7 +26,7 @@ use p2pd_proto::stun::behavior::{Delta, NatType};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, HostPort};
 use crate::signaling::Signaling;
 
 /// The prefix of an ECHO request.
@@ -286,7 +286,7 @@ impl Node {
     }
 
     async fn run_discovery(self, locals: Vec<Local>) {
-        let servers = resolve_stun(&self.inner.config).await;
+        let servers = resolve_stun(&self.inner.config.stun.servers).await;
         let run = async {
             let mut updates = Vec::new();
             for local in locals.iter().filter(|l| !l.ip.is_loopback()) {
@@ -436,21 +436,29 @@ fn initial_address(locals: &[Local], port: u16, brokers: Vec<u8>, id: NodeId) ->
     }
 }
 
-async fn resolve_stun(config: &Config) -> Vec<SocketAddr> {
+/// How long resolving one STUN server name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The usual STUN port, for servers given without one.
+pub const STUN_PORT: u16 = 3478;
+
+/// Resolves STUN servers; a name that does not resolve in time is logged
+/// and skipped.
+pub async fn resolve_stun(servers: &[HostPort]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
-    for server in &config.stun.servers {
+    for server in servers {
         let host = if server.host.contains(':') {
             format!("[{}]", server.host)
         } else {
             server.host.clone()
         };
-        let name = format!("{host}:{}", server.port_or(3478));
-        if let Ok(Ok(addrs)) =
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::lookup_host(name)).await
-        {
-            out.extend(addrs);
+        let name = format!("{host}:{}", server.port_or(STUN_PORT));
+        match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(name.clone())).await {
+            Ok(Ok(addrs)) => out.extend(addrs),
+            Ok(Err(err)) => tracing::warn!(server = %name, %err, "STUN server skipped"),
+            Err(_) => tracing::warn!(server = %name, "STUN server skipped: no DNS answer"),
         }
     }
+    out.dedup();
     out
 }
 

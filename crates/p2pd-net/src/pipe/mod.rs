@@ -433,20 +433,16 @@ impl Pipe {
         let cb: MsgCb = Arc::new(move |msg, pipe| Box::pin(cb(msg, pipe)));
         let mut state = self.inner.state();
         let id = state.next_id();
-        let mut cbs = state.msg_cbs.as_ref().clone();
-        cbs.push((id, cb));
-        state.msg_cbs = Arc::new(cbs);
+        state.msg_cbs = with(&state.msg_cbs, (id, cb));
         id
     }
 
     /// Removes a message callback; returns whether it was installed.
     pub fn del_msg_cb(&self, id: CallbackId) -> bool {
         let mut state = self.inner.state();
-        let mut cbs = state.msg_cbs.as_ref().clone();
-        let before = cbs.len();
-        cbs.retain(|(i, _)| *i != id);
-        state.msg_cbs = Arc::new(cbs);
-        before != state.msg_cbs.len()
+        let (rest, removed) = without(&state.msg_cbs, id);
+        state.msg_cbs = rest;
+        removed
     }
 
     /// Runs `cb` once when the pipe ends (closed by us or by the peer). On a
@@ -459,20 +455,16 @@ impl Pipe {
         let cb: EndCb = Arc::new(move |pipe| Box::pin(cb(pipe)));
         let mut state = self.inner.state();
         let id = state.next_id();
-        let mut cbs = state.end_cbs.as_ref().clone();
-        cbs.push((id, cb));
-        state.end_cbs = Arc::new(cbs);
+        state.end_cbs = with(&state.end_cbs, (id, cb));
         id
     }
 
     /// Removes an end callback; returns whether it was installed.
     pub fn del_end_cb(&self, id: CallbackId) -> bool {
         let mut state = self.inner.state();
-        let mut cbs = state.end_cbs.as_ref().clone();
-        let before = cbs.len();
-        cbs.retain(|(i, _)| *i != id);
-        state.end_cbs = Arc::new(cbs);
-        before != state.end_cbs.len()
+        let (rest, removed) = without(&state.end_cbs, id);
+        state.end_cbs = rest;
+        removed
     }
 
     /// Sends every message this pipe receives down `other` (manual:
@@ -814,6 +806,29 @@ impl State {
         self.next_cb += 1;
         CallbackId(self.next_cb)
     }
+}
+
+/// A copy of a callback list with one more entry (the lists are replaced,
+/// never mutated, so a delivery in progress keeps its snapshot).
+fn with<T: Clone>(
+    list: &Arc<Vec<(CallbackId, T)>>,
+    entry: (CallbackId, T),
+) -> Arc<Vec<(CallbackId, T)>> {
+    let mut copy = list.as_ref().clone();
+    copy.push(entry);
+    Arc::new(copy)
+}
+
+/// A copy of a callback list without `id`, and whether it was there.
+fn without<T: Clone>(
+    list: &Arc<Vec<(CallbackId, T)>>,
+    id: CallbackId,
+) -> (Arc<Vec<(CallbackId, T)>>, bool) {
+    let mut copy = list.as_ref().clone();
+    let before = copy.len();
+    copy.retain(|(i, _)| *i != id);
+    let removed = copy.len() != before;
+    (Arc::new(copy), removed)
 }
 
 /// Locks a mutex; a panic elsewhere while it was held leaves data that is

@@ -1,7 +1,6 @@
 //! `p2pd nat`: external address, NAT type and port delta of every interface.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::IpAddr;
 
 use anyhow::Context;
 use p2pd_net::interfaces::{self, Interface};
@@ -10,11 +9,6 @@ use p2pd_node::config::{Config, HostPort};
 use serde_json::{Value, json};
 
 use crate::output;
-
-/// The usual STUN port, for servers given without one.
-const STUN_PORT: u16 = 3478;
-/// How long resolving a server name may take.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -40,7 +34,7 @@ pub(crate) async fn run(args: &Args, config: &Config) -> anyhow::Result<()> {
     } else {
         &args.stun
     };
-    let servers = resolve(names).await;
+    let servers = p2pd_node::node::resolve_stun(names).await;
     let all = interfaces::list().context("listing interfaces")?;
     let mut targets = targets(&all, &config.node.interfaces);
     // A family with no server cannot be tested; say so instead of calling
@@ -110,30 +104,6 @@ fn targets(all: &[Interface], only: &[String]) -> Vec<Target> {
         }
     }
     targets
-}
-
-/// Resolves every server; names that do not resolve are reported and
-/// skipped.
-async fn resolve(servers: &[HostPort]) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for server in servers {
-        let name = format!("{}:{}", bracket(&server.host), server.port_or(STUN_PORT));
-        match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(name.clone())).await {
-            Ok(Ok(addrs)) => out.extend(addrs),
-            Ok(Err(err)) => output::status(format_args!("skipping STUN server {name}: {err}")),
-            Err(_) => output::status(format_args!("skipping STUN server {name}: no DNS answer")),
-        }
-    }
-    out.dedup();
-    out
-}
-
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    }
 }
 
 fn to_json(target: &Target, r: &NatReport) -> Value {
