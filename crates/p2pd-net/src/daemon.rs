@@ -72,14 +72,16 @@ impl From<IpAddr> for Target {
     }
 }
 
-type MsgCb =
-    Arc<dyn Fn(Message, Pipe) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+type MsgCb = Arc<dyn Fn(Message, Pipe) -> BoxFuture + Send + Sync>;
+type EndCb = Arc<dyn Fn(Pipe) -> BoxFuture + Send + Sync>;
 
 /// A set of server pipes sharing callbacks.
 #[derive(Clone, Default)]
 pub struct Daemon {
     config: PipeConfig,
     msg_cbs: Vec<MsgCb>,
+    end_cbs: Vec<EndCb>,
     pipes: Vec<Pipe>,
 }
 
@@ -97,6 +99,7 @@ impl Daemon {
         Self {
             config,
             msg_cbs: Vec::new(),
+            end_cbs: Vec::new(),
             pipes: Vec::new(),
         }
     }
@@ -115,6 +118,21 @@ impl Daemon {
             pipe.add_msg_cb(move |msg, reply| cb(msg, reply));
         }
         self.msg_cbs.push(cb);
+    }
+
+    /// Runs `cb` when a connection to any of the daemon's TCP servers ends
+    /// (and when a server itself ends), with that pipe.
+    pub fn add_end_cb<F, Fut>(&mut self, cb: F)
+    where
+        F: Fn(Pipe) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let cb: EndCb = Arc::new(move |pipe| Box::pin(cb(pipe)));
+        for pipe in &self.pipes {
+            let cb = cb.clone();
+            pipe.add_end_cb(move |ended| cb(ended));
+        }
+        self.end_cbs.push(cb);
     }
 
     /// Listens on every target × port × protocol allowed by `af` (manual:
@@ -157,6 +175,10 @@ impl Daemon {
                     for cb in &self.msg_cbs {
                         let cb = cb.clone();
                         pipe.add_msg_cb(move |msg, reply| cb(msg, reply));
+                    }
+                    for cb in &self.end_cbs {
+                        let cb = cb.clone();
+                        pipe.add_end_cb(move |ended| cb(ended));
                     }
                     self.pipes.push(pipe);
                 }

@@ -188,13 +188,24 @@ impl Node {
     /// reverse requests, which go to the waiting `connect`.
     async fn serve_accepted(&self) {
         let weak = Arc::downgrade(&self.inner);
-        self.inner.daemon.lock().await.add_msg_cb(move |msg, conn| {
+        let mut daemon = self.inner.daemon.lock().await;
+        daemon.add_msg_cb(move |msg, conn| {
             let node = weak.upgrade().map(|inner| Node { inner });
             async move {
                 if let Some(node) = node {
                     node.on_accepted_message(msg, conn).await;
                 }
             }
+        });
+        // Forget ended connections, so the sets stay as small as the number
+        // of open ones.
+        let weak = Arc::downgrade(&self.inner);
+        daemon.add_end_cb(move |conn| {
+            if let Some(inner) = weak.upgrade() {
+                lock(&inner.greeted).remove(&conn.id());
+                lock(&inner.owned).remove(&conn.id());
+            }
+            async {}
         });
     }
 
