@@ -84,6 +84,17 @@ fn re_signing_the_vector_gives_the_same_bytes() {
 }
 
 #[test]
+fn attributes_after_message_integrity_are_ignored() {
+    let msg = Message::new(Class::Request, BINDING, TransactionId([3; 12]))
+        .with(Attribute::Username("u".into()))
+        .with(Attribute::MessageIntegrity([0; 20]))
+        .with(Attribute::Software("unauthenticated".into()));
+    let decoded = Message::decode(&msg.encode()).expect("valid");
+    assert_eq!(decoded.attributes.len(), 2);
+    assert!(decoded.get(code::SOFTWARE).is_none());
+}
+
+#[test]
 fn corrupted_fingerprint_or_misplaced_one_is_refused() {
     let mut bad = RFC5769_RESPONSE;
     bad[79] ^= 1;
@@ -169,7 +180,6 @@ fn attribute() -> impl Strategy<Value = Attribute> {
         text.prop_map(Attribute::Nonce),
         (300u16..700, text).prop_map(|(code, reason)| Attribute::ErrorCode { code, reason }),
         prop::collection::vec(any::<u16>(), 0..8).prop_map(Attribute::UnknownAttributes),
-        any::<[u8; 20]>().prop_map(Attribute::MessageIntegrity),
         prop::collection::vec(any::<u8>(), 0..64).prop_map(Attribute::Padding),
         (0x0030u16..0x7fff, prop::collection::vec(any::<u8>(), 0..40))
             .prop_filter("unknown types only", |(k, _)| !Attribute::is_known(*k))
@@ -189,13 +199,19 @@ fn message() -> impl Strategy<Value = Message> {
         prop_oneof![Just(MAGIC_COOKIE), any::<u32>()],
         any::<[u8; 12]>(),
         prop::collection::vec(attribute(), 0..8),
+        // MESSAGE-INTEGRITY ends the attributes that count (RFC 8489
+        // section 14.5), so it is only ever generated last.
+        prop::option::of(any::<[u8; 20]>()),
     )
-        .prop_map(|(class, method, cookie, tid, attributes)| Message {
-            class,
-            method,
-            cookie,
-            transaction: TransactionId(tid),
-            attributes,
+        .prop_map(|(class, method, cookie, tid, mut attributes, integrity)| {
+            attributes.extend(integrity.map(Attribute::MessageIntegrity));
+            Message {
+                class,
+                method,
+                cookie,
+                transaction: TransactionId(tid),
+                attributes,
+            }
         })
 }
 
