@@ -65,6 +65,9 @@ impl Node {
         strategies: &[Strategy],
     ) -> Result<Connection, ConnectError> {
         let started = Instant::now();
+        if strategies.is_empty() {
+            return Err(ConnectError { tried: Vec::new() });
+        }
         let config = &self.inner.config.connect;
         let stagger = if peer.endpoints().all(|e| e.nat == NatType::Open) {
             STAGGER_OPEN
@@ -91,6 +94,10 @@ impl Node {
             tokio::select! {
                 joined = running.join_next(), if !running.is_empty() => {
                     let Some(Ok((strategy, result))) = joined else {
+                        // A strategy task that panicked counts as failed.
+                        if running.is_empty() && next >= strategies.len() {
+                            return Err(ConnectError { tried });
+                        }
                         continue;
                     };
                     match result {
@@ -117,7 +124,10 @@ impl Node {
                 }
                 () = &mut overall => {
                     running.abort_all();
-                    tried.push((strategies[next.saturating_sub(1)], "the whole connect timed out".into()));
+                    let failed: Vec<Strategy> = tried.iter().map(|(s, _)| *s).collect();
+                    for strategy in strategies[..next].iter().filter(|s| !failed.contains(s)) {
+                        tried.push((*strategy, "the whole connect timed out".into()));
+                    }
                     return Err(ConnectError { tried });
                 }
             }
@@ -195,19 +205,30 @@ pub(crate) async fn dial(node: &Node, peer: &PeerAddr, budget: Duration) -> Resu
 }
 
 /// Where to dial `peer`: its external addresses, and its internal ones when
-/// it shares an external address with us (same LAN, same machine).
+/// it shares an external address with us (behind the same NAT, or the same
+/// machine) or its internal address is on one of our networks (same LAN).
 fn candidates(node: &Node, peer: &PeerAddr) -> Vec<SocketAddr> {
-    let ours = node.addr();
-    let our_external: Vec<IpAddr> = ours.endpoints().map(|e| e.external).collect();
+    let ours: Vec<IpAddr> = node.addr().endpoints().map(|e| e.external).collect();
+    candidates_for(&ours, &node.inner.lan_nets, peer)
+}
+
+fn candidates_for(
+    our_external: &[IpAddr],
+    our_nets: &[ipnet::IpNet],
+    peer: &PeerAddr,
+) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for e in peer.endpoints() {
-        let internal_usable = !(e.internal.is_ipv6() && is_link_local(e.internal));
-        if internal_usable && our_external.contains(&e.external) {
+        let reachable = !(e.internal.is_ipv6() && is_link_local(e.internal));
+        let near =
+            our_external.contains(&e.external) || our_nets.iter().any(|n| n.contains(&e.internal));
+        if reachable && near {
             out.push(SocketAddr::new(e.internal, e.port));
         }
         out.push(SocketAddr::new(e.external, e.port));
     }
-    out.dedup();
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|a| seen.insert(*a));
     out
 }
 
@@ -224,23 +245,83 @@ async fn reverse(node: &Node, peer: &PeerAddr, budget: Duration) -> Result<Pipe,
     let token = format!("{:032x}", rand::random::<u128>());
     let (tx, rx) = oneshot::channel();
     lock(&node.inner.pending).insert(token.clone(), tx);
+    // Removes the request however this ends, also when a faster strategy
+    // cancels this one.
+    let _pending = PendingGuard {
+        node: node.clone(),
+        token: token.clone(),
+    };
     let body = Body::Reverse {
         token: token.clone(),
         addr: node.addr().to_string(),
     };
     let sent_on = node.send_signal(peer, body);
     if sent_on == 0 {
-        lock(&node.inner.pending).remove(&token);
-        return Err("the peer's address lists none of our brokers".into());
+        return Err("none of the brokers the peer's address lists is connected".into());
     }
     let left = budget.saturating_sub(started.elapsed());
-    let result = tokio::time::timeout(left, rx).await;
-    lock(&node.inner.pending).remove(&token);
-    match result {
+    match tokio::time::timeout(left, rx).await {
         Ok(Ok(pipe)) => Ok(pipe),
         Ok(Err(_)) | Err(_) => Err(format!(
             "the peer did not connect back within {} ms",
             budget.as_millis()
         )),
+    }
+}
+
+struct PendingGuard {
+    node: Node,
+    token: String,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        lock(&self.node.inner.pending).remove(&self.token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(text: &str) -> PeerAddr {
+        text.parse().expect("valid address")
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_peer_elsewhere_is_dialled_on_its_external_address_only() {
+        let p = peer(&format!("-[0,198.18.2.1,192.168.2.2,4000,5,2,0]-0-{ID}"));
+        let ours = ["198.18.1.1".parse().expect("ip")];
+        let nets = ["192.168.1.0/24".parse().expect("net")];
+        assert_eq!(
+            candidates_for(&ours, &nets, &p),
+            vec!["198.18.2.1:4000".parse().expect("addr")]
+        );
+    }
+
+    #[test]
+    fn a_peer_on_our_lan_is_dialled_on_its_lan_address_first() {
+        let p = peer(&format!("-[0,198.18.1.1,192.168.1.3,4000,5,2,0]-0-{ID}"));
+        let before_discovery = ["192.168.1.2".parse().expect("ip")];
+        let nets = ["192.168.1.0/24".parse().expect("net")];
+        let got = candidates_for(&before_discovery, &nets, &p);
+        assert_eq!(got[0], "192.168.1.3:4000".parse().expect("addr"));
+        let behind_same_nat = ["198.18.1.1".parse().expect("ip")];
+        assert_eq!(
+            candidates_for(&behind_same_nat, &[], &p)[0],
+            "192.168.1.3:4000".parse().expect("addr")
+        );
+    }
+
+    #[test]
+    fn link_local_internals_are_not_dialled() {
+        let p = peer(&format!("-0-[0,fd00:2::2,fe80::1,4000,2,1,0]-{ID}"));
+        let nets = ["fe80::/10".parse().expect("net")];
+        assert_eq!(
+            candidates_for(&[], &nets, &p),
+            vec!["[fd00:2::2]:4000".parse().expect("addr")]
+        );
     }
 }

@@ -75,7 +75,26 @@ pub(crate) struct Inner {
     daemon: tokio::sync::Mutex<Daemon>,
     discovered: watch::Sender<bool>,
     stop: CancellationToken,
+    /// Live dial-back connections per asking peer.
+    dialbacks: Mutex<HashMap<NodeId, usize>>,
+    /// The application's hooks on remote-initiated connections.
+    hooks: Mutex<Vec<Hook>>,
+    /// Our interfaces' networks, to spot peers on the same LAN.
+    pub(crate) lan_nets: Vec<ipnet::IpNet>,
 }
+
+type Hook = Arc<
+    dyn Fn(Message, Pipe) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Dial-back connections a node keeps at once, and per asking peer: a
+/// signed request names the asker, but the asker picks the address, so a
+/// stranger must not be able to make a node open connections without
+/// bound.
+const MAX_DIALBACKS: usize = 64;
+const MAX_DIALBACKS_PER_PEER: usize = 4;
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,7 +113,17 @@ impl Node {
             Some(dir) => crate::identity::load_or_create(dir)?,
             None => crate::identity::throwaway(),
         };
-        let locals = local_addresses(&interfaces::list()?, &config.node.interfaces);
+        let all = interfaces::list()?;
+        let locals = local_addresses(&all, &config.node.interfaces);
+        let lan_nets = all
+            .iter()
+            .filter(|i| i.has_route())
+            .flat_map(|i| {
+                let v4 = i.ipv4.iter().map(|n| ipnet::IpNet::V4(*n));
+                let v6 = i.ipv6_global.iter().map(|n| ipnet::IpNet::V6(*n));
+                v4.chain(v6).collect::<Vec<_>>()
+            })
+            .collect();
         let mut daemon = Daemon::new(PipeConfig::default());
         let port = listen(&mut daemon, &locals, config.node.port).await?;
         let brokers: Vec<u8> = (0..config
@@ -118,6 +147,9 @@ impl Node {
                 daemon: tokio::sync::Mutex::new(daemon),
                 discovered: watch::Sender::new(false),
                 stop: CancellationToken::new(),
+                dialbacks: Mutex::new(HashMap::new()),
+                hooks: Mutex::new(Vec::new()),
+                lan_nets,
                 config,
             }),
         };
@@ -149,12 +181,13 @@ impl Node {
     /// Runs `cb` on every message of every connection a remote peer opened
     /// to this node (besides ECHO, which is always served): the hook for an
     /// application's own protocol. `cb` gets the connection to answer on.
-    pub async fn add_msg_cb<F, Fut>(&self, cb: F)
+    pub fn add_msg_cb<F, Fut>(&self, cb: F)
     where
         F: Fn(Message, Pipe) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.inner.daemon.lock().await.add_msg_cb(cb);
+        let hook: Hook = Arc::new(move |msg, pipe| Box::pin(cb(msg, pipe)));
+        lock(&self.inner.hooks).push(hook);
     }
 
     /// Signaling envelopes dropped, by reason.
@@ -165,6 +198,7 @@ impl Node {
     /// Stops serving, signaling and discovery.
     pub async fn close(&self) {
         self.inner.stop.cancel();
+        self.inner.signaling.close();
         self.inner.daemon.lock().await.close().await;
     }
 
@@ -218,11 +252,25 @@ impl Node {
             let waiter = lock(&self.inner.pending).remove(&token);
             if let Some(waiter) = waiter {
                 lock(&self.inner.owned).insert(conn.id());
-                let _ = waiter.send(conn);
+                // The connect that asked may have been won by another
+                // strategy meanwhile: then nobody wants this connection.
+                if let Err(unwanted) = waiter.send(conn) {
+                    unwanted.close().await;
+                }
                 return;
             }
         }
+        self.serve_remote(msg, conn).await;
+    }
+
+    /// A message on a connection a remote peer asked for: ECHO, then the
+    /// application's hooks.
+    async fn serve_remote(&self, msg: Message, conn: Pipe) {
         echo(&msg, &conn).await;
+        let hooks: Vec<Hook> = lock(&self.inner.hooks).clone();
+        for hook in hooks {
+            hook(msg.clone(), conn.clone()).await;
+        }
     }
 
     async fn handle_signals(self, mut envelopes: tokio::sync::mpsc::Receiver<Vec<u8>>) {
@@ -254,6 +302,7 @@ impl Node {
                 if asker.node_id != from
                     || token.len() != 32
                     || !token.bytes().all(|b| b.is_ascii_hexdigit())
+                    || !self.may_dial(&asker)
                 {
                     tracing::debug!(%from, "reverse request refused");
                     return;
@@ -266,9 +315,34 @@ impl Node {
         }
     }
 
+    /// Whether a reverse request may make us dial `asker`'s address: never
+    /// multicast, broadcast or unspecified addresses, and loopback only
+    /// when this node itself is on loopback alone (offline, same machine);
+    /// otherwise a stranger could point us at services on this host.
+    fn may_dial(&self, asker: &PeerAddr) -> bool {
+        let offline = self.addr().endpoints().all(|e| e.external.is_loopback());
+        dialable(asker, offline)
+    }
+
     /// Answers a reverse request: connect to the asker, say which request
-    /// this is, then serve ECHO (the asker wanted this connection).
+    /// this is, then serve ECHO and the hooks (the asker wanted this
+    /// connection). Bounded: at most [`MAX_DIALBACKS`] live, and
+    /// [`MAX_DIALBACKS_PER_PEER`] per asker.
     async fn dial_back(&self, asker: PeerAddr, token: String) {
+        {
+            let mut live = lock(&self.inner.dialbacks);
+            let total: usize = live.values().sum();
+            let mine = live.entry(asker.node_id).or_default();
+            if total >= MAX_DIALBACKS || *mine >= MAX_DIALBACKS_PER_PEER {
+                tracing::debug!(from = %asker.node_id, "dial back refused: too many");
+                return;
+            }
+            *mine += 1;
+        }
+        let release = DialbackSlot {
+            node: self.clone(),
+            peer: asker.node_id,
+        };
         let budget = self
             .inner
             .config
@@ -281,7 +355,15 @@ impl Node {
         let mut preamble = REVERSE_MAGIC.to_vec();
         preamble.extend_from_slice(token.as_bytes());
         preamble.push(b'\n');
-        pipe.add_msg_cb(|msg, conn| async move { echo(&msg, &conn).await });
+        let weak = Arc::downgrade(&self.inner);
+        pipe.add_msg_cb(move |msg, conn| {
+            let node = weak.upgrade().map(|inner| Node { inner });
+            async move {
+                if let Some(node) = node {
+                    node.serve_remote(msg, conn).await;
+                }
+            }
+        });
         if pipe.send(&preamble, None).await.is_err() {
             pipe.close().await;
             return;
@@ -293,12 +375,13 @@ impl Node {
                 () = stop.cancelled() => pipe.close().await,
                 () = pipe.closed() => {}
             }
+            drop(release);
         });
     }
 
     async fn run_discovery(self, locals: Vec<Local>) {
-        let servers = resolve_stun(&self.inner.config.stun.servers).await;
         let run = async {
+            let servers = resolve_stun(&self.inner.config.stun.servers).await;
             let mut updates = Vec::new();
             for local in locals.iter().filter(|l| !l.ip.is_loopback()) {
                 let report = discover(local.ip, 0, &servers, &DiscoveryOptions::default()).await;
@@ -327,6 +410,37 @@ impl Node {
             }
         });
         self.inner.discovered.send_replace(true);
+    }
+}
+
+/// See [`Node::may_dial`].
+fn dialable(asker: &PeerAddr, offline: bool) -> bool {
+    let broadcast = IpAddr::from([255, 255, 255, 255]);
+    asker.endpoints().all(|e| {
+        [e.external, e.internal].iter().all(|ip| {
+            !ip.is_unspecified()
+                && !ip.is_multicast()
+                && *ip != broadcast
+                && (offline || !ip.is_loopback())
+        })
+    })
+}
+
+/// Frees a dial-back slot when the connection (or the attempt) ends.
+struct DialbackSlot {
+    node: Node,
+    peer: NodeId,
+}
+
+impl Drop for DialbackSlot {
+    fn drop(&mut self) {
+        let mut live = lock(&self.node.inner.dialbacks);
+        if let Some(n) = live.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                live.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -455,20 +569,35 @@ pub const STUN_PORT: u16 = 3478;
 /// Resolves STUN servers; a name that does not resolve in time is logged
 /// and skipped.
 pub async fn resolve_stun(servers: &[HostPort]) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for server in servers {
+    let mut lookups = tokio::task::JoinSet::new();
+    for (n, server) in servers.iter().enumerate() {
         let host = if server.host.contains(':') {
             format!("[{}]", server.host)
         } else {
             server.host.clone()
         };
         let name = format!("{host}:{}", server.port_or(STUN_PORT));
-        match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(name.clone())).await {
-            Ok(Ok(addrs)) => out.extend(addrs),
+        // All at once: an unanswered name costs one timeout, not one each.
+        lookups.spawn(async move {
+            let found =
+                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(name.clone())).await;
+            (n, name, found)
+        });
+    }
+    let mut found = Vec::new();
+    while let Some(joined) = lookups.join_next().await {
+        let Ok((n, name, result)) = joined else {
+            continue;
+        };
+        match result {
+            Ok(Ok(addrs)) => found.push((n, addrs.collect::<Vec<_>>())),
             Ok(Err(err)) => tracing::warn!(server = %name, %err, "STUN server skipped"),
             Err(_) => tracing::warn!(server = %name, "STUN server skipped: no DNS answer"),
         }
     }
+    // Keep the configured order.
+    found.sort_by_key(|(n, _)| *n);
+    let mut out: Vec<SocketAddr> = found.into_iter().flat_map(|(_, addrs)| addrs).collect();
     out.dedup();
     out
 }
@@ -489,6 +618,28 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reverse_requests_may_not_point_at_this_host_or_at_groups() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let addr = |ip: &str| -> PeerAddr {
+            format!("-[0,{ip},{ip},4000,1,1,0]-0-{id}")
+                .parse()
+                .expect("valid")
+        };
+        assert!(dialable(&addr("198.18.0.7"), false));
+        assert!(
+            !dialable(&addr("127.0.0.1"), false),
+            "loopback while online"
+        );
+        assert!(
+            dialable(&addr("127.0.0.1"), true),
+            "loopback when we are offline too"
+        );
+        assert!(!dialable(&addr("0.0.0.0"), true));
+        assert!(!dialable(&addr("224.0.0.1"), false));
+        assert!(!dialable(&addr("255.255.255.255"), false));
+    }
 
     #[test]
     fn reverse_preambles_are_recognised_exactly() {

@@ -29,8 +29,13 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Reconnect backoff bounds after a broker error.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Largest MQTT packet accepted or sent: envelopes are small.
-const MAX_PACKET: usize = 16 * 1024;
+/// Largest MQTT packet accepted: envelopes are small, but a larger one
+/// (dropped unread) must not break the connection, or a retained oversized
+/// message would keep the node deaf on that broker.
+const MAX_PACKET: usize = 256 * 1024;
+/// A link counts as stable, and its reconnect backoff is reset, after
+/// staying up this long.
+const STABLE: Duration = Duration::from_secs(10);
 
 /// The topic a node listens on.
 pub fn topic(id: &NodeId) -> String {
@@ -110,6 +115,9 @@ impl Signaling {
         indexes
             .iter()
             .filter_map(|i| self.links.get(usize::from(*i)))
+            // A link that is down would queue the message until it is
+            // stale, and fill the queue the re-subscription needs.
+            .filter(|link| link.connected.load(Ordering::Relaxed))
             .filter(|link| {
                 link.client
                     .try_publish(topic.clone(), QoS::AtLeastOnce, false, envelope.to_vec())
@@ -144,6 +152,11 @@ impl Signaling {
         }
     }
 
+    /// Disconnects from every broker.
+    pub fn close(&self) {
+        self.stop.cancel();
+    }
+
     /// Envelopes dropped because the node did not keep up.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -168,6 +181,7 @@ async fn drive(
     url: String,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut up_since: Option<tokio::time::Instant> = None;
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => break,
@@ -175,7 +189,7 @@ async fn drive(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = BACKOFF_MIN;
+                up_since = Some(tokio::time::Instant::now());
                 // A clean session starts with no subscriptions.
                 if let Err(err) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
                     tracing::debug!(broker = %url, %err, "subscribe not queued");
@@ -186,13 +200,20 @@ async fn drive(
                 tracing::debug!(broker = %url, "signaling subscribed");
             }
             Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == topic => {
-                if tx.try_send(publish.payload.to_vec()).is_err() {
+                // Retained messages are old by definition; oversized ones
+                // are not envelopes.
+                let unwanted =
+                    publish.retain || publish.payload.len() > p2pd_proto::signal::MAX_ENVELOPE;
+                if unwanted || tx.try_send(publish.payload.to_vec()).is_err() {
                     dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok(_) => {}
             Err(err) => {
                 connected.store(false, Ordering::Relaxed);
+                if up_since.take().is_some_and(|at| at.elapsed() >= STABLE) {
+                    backoff = BACKOFF_MIN;
+                }
                 tracing::debug!(broker = %url, %err, ?backoff, "broker connection failed");
                 tokio::select! {
                     () = stop.cancelled() => break,

@@ -33,8 +33,9 @@ const HEADER: usize = 1 + 32 + 24;
 pub const WINDOW_MS: u64 = 30_000;
 /// Envelopes larger than this are dropped unopened.
 pub const MAX_ENVELOPE: usize = 8 * 1024;
-/// Ids remembered at most; older ones are forgotten first (they are outside
-/// the window by then unless under a flood).
+/// Ids remembered at most. When full (a flood within one window), new
+/// envelopes are refused rather than forgetting ids, which would let a
+/// captured message be replayed.
 const MAX_SEEN: usize = 65_536;
 
 /// A node's key pair; the public key is its id.
@@ -161,6 +162,9 @@ pub enum Rejected {
     /// Its id was seen within the window.
     #[error("replayed")]
     Replayed,
+    /// Too many messages within one window to remember them all.
+    #[error("overloaded")]
+    Overloaded,
 }
 
 /// Counts of dropped envelopes, by reason.
@@ -176,6 +180,8 @@ pub struct InboxStats {
     pub stale: u64,
     /// Dropped as replays.
     pub replayed: u64,
+    /// Dropped because the window was full.
+    pub overloaded: u64,
 }
 
 /// Opens envelopes addressed to one identity.
@@ -207,6 +213,7 @@ impl Inbox {
             Err(Rejected::Forged) => self.stats.forged += 1,
             Err(Rejected::Stale) => self.stats.stale += 1,
             Err(Rejected::Replayed) => self.stats.replayed += 1,
+            Err(Rejected::Overloaded) => self.stats.overloaded += 1,
         }
         result
     }
@@ -253,10 +260,8 @@ impl Inbox {
         if self.seen.contains_key(&key) {
             return Err(Rejected::Replayed);
         }
-        if self.order.len() >= MAX_SEEN
-            && let Some((_, oldest)) = self.order.pop_front()
-        {
-            self.seen.remove(&oldest);
+        if self.order.len() >= MAX_SEEN {
+            return Err(Rejected::Overloaded);
         }
         self.seen.insert(key.clone(), now_ms);
         self.order.push_back((now_ms, key));

@@ -12,7 +12,14 @@ pub(crate) struct Args {}
 
 pub(crate) async fn run(_args: &Args, config: Config) -> anyhow::Result<()> {
     let node = Node::start(config).await.context("starting the node")?;
-    node.discovered().await;
+    // A stop request during discovery stops the node cleanly too.
+    tokio::select! {
+        () = node.discovered() => {}
+        () = crate::signal::shutdown() => {
+            node.close().await;
+            return Ok(());
+        }
+    }
     output::line(node.addr());
     output::status(format_args!(
         "node {} up; SIGINT or SIGTERM stops it",
@@ -22,8 +29,13 @@ pub(crate) async fn run(_args: &Args, config: Config) -> anyhow::Result<()> {
     node.close().await;
     let stats = node.signal_stats();
     output::status(format_args!(
-        "stopped; signaling: {} accepted, {} forged, {} replayed, {} stale, {} malformed",
-        stats.accepted, stats.forged, stats.replayed, stats.stale, stats.malformed
+        "stopped; signaling: {} accepted, {} forged, {} replayed, {} stale, {} malformed, {} overloaded",
+        stats.accepted,
+        stats.forged,
+        stats.replayed,
+        stats.stale,
+        stats.malformed,
+        stats.overloaded
     ));
     Ok(())
 }
