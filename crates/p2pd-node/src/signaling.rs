@@ -81,16 +81,16 @@ impl Signaling {
                 .set_max_packet_size(MAX_PACKET, MAX_PACKET);
             let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
             let connected = Arc::new(AtomicBool::new(false));
-            tokio::spawn(drive(
-                eventloop,
-                client.clone(),
-                topic(me),
-                connected.clone(),
-                tx.clone(),
-                dropped.clone(),
-                stop.clone(),
-                url.to_string(),
-            ));
+            let driver = Driver {
+                client: client.clone(),
+                topic: topic(me),
+                connected: connected.clone(),
+                tx: tx.clone(),
+                dropped: dropped.clone(),
+                stop: stop.clone(),
+                url: url.to_string(),
+            };
+            tokio::spawn(driver.run(eventloop));
             links.push(Link {
                 url: url.clone(),
                 client,
@@ -169,9 +169,8 @@ impl Drop for Signaling {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    mut eventloop: rumqttc::EventLoop,
+/// What one broker's event loop task needs.
+struct Driver {
     client: AsyncClient,
     topic: String,
     connected: Arc<AtomicBool>,
@@ -179,49 +178,64 @@ async fn drive(
     dropped: Arc<AtomicU64>,
     stop: CancellationToken,
     url: String,
-) {
-    let mut backoff = BACKOFF_MIN;
-    let mut up_since: Option<tokio::time::Instant> = None;
-    loop {
-        let event = tokio::select! {
-            () = stop.cancelled() => break,
-            event = eventloop.poll() => event,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                up_since = Some(tokio::time::Instant::now());
-                // A clean session starts with no subscriptions.
-                if let Err(err) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                    tracing::debug!(broker = %url, %err, "subscribe not queued");
+}
+
+impl Driver {
+    /// Polls the broker connection until stopped: re-subscribes on every
+    /// connect, forwards envelopes, backs off after errors.
+    async fn run(self, mut eventloop: rumqttc::EventLoop) {
+        let Driver {
+            client,
+            topic,
+            connected,
+            tx,
+            dropped,
+            stop,
+            url,
+        } = self;
+        let mut backoff = BACKOFF_MIN;
+        let mut up_since: Option<tokio::time::Instant> = None;
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => break,
+                event = eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    up_since = Some(tokio::time::Instant::now());
+                    // A clean session starts with no subscriptions.
+                    if let Err(err) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                        tracing::debug!(broker = %url, %err, "subscribe not queued");
+                    }
                 }
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                connected.store(true, Ordering::Relaxed);
-                tracing::debug!(broker = %url, "signaling subscribed");
-            }
-            Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == topic => {
-                // Retained messages are old by definition; oversized ones
-                // are not envelopes.
-                let unwanted =
-                    publish.retain || publish.payload.len() > p2pd_proto::signal::MAX_ENVELOPE;
-                if unwanted || tx.try_send(publish.payload.to_vec()).is_err() {
-                    dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    connected.store(true, Ordering::Relaxed);
+                    tracing::debug!(broker = %url, "signaling subscribed");
                 }
-            }
-            Ok(_) => {}
-            Err(err) => {
-                connected.store(false, Ordering::Relaxed);
-                if up_since.take().is_some_and(|at| at.elapsed() >= STABLE) {
-                    backoff = BACKOFF_MIN;
+                Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == topic => {
+                    // Retained messages are old by definition; oversized ones
+                    // are not envelopes.
+                    let unwanted =
+                        publish.retain || publish.payload.len() > p2pd_proto::signal::MAX_ENVELOPE;
+                    if unwanted || tx.try_send(publish.payload.to_vec()).is_err() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                tracing::debug!(broker = %url, %err, ?backoff, "broker connection failed");
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                Ok(_) => {}
+                Err(err) => {
+                    connected.store(false, Ordering::Relaxed);
+                    if up_since.take().is_some_and(|at| at.elapsed() >= STABLE) {
+                        backoff = BACKOFF_MIN;
+                    }
+                    tracing::debug!(broker = %url, %err, ?backoff, "broker connection failed");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
+        let _ = client.try_disconnect();
     }
-    let _ = client.try_disconnect();
 }
