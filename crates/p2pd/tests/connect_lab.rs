@@ -74,18 +74,14 @@ fn start_node(lab: &mut Lab, name: &str, host: &str) -> (String, u32) {
         )
         .expect("node");
     let log = lab.dir().join(format!("{name}.log"));
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.ends_with(|c: char| c.is_ascii_hexdigit()) && l.contains('['))
-        {
-            return (line.to_owned(), pid);
-        }
-        assert!(Instant::now() < deadline, "no address from {name}:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let started = Instant::now();
+    let line = wait_for_line(&log, |l| {
+        l.contains('[') && l.ends_with(|c: char| c.is_ascii_hexdigit())
+    });
+    // Discovery ends within 3 s; the rest is process start-up.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the address took {took:?}");
+    (line, pid)
 }
 
 struct Outcome {
@@ -297,18 +293,23 @@ fn forged_signals_are_dropped_and_counted() {
     )
     .expect("signal");
     let log = lab.dir().join("node-a.log");
-    let stats = wait_for_line(&log, "stopped;");
+    let stats = wait_for_line(&log, |l| l.contains("stopped;"));
     assert!(stats.contains(": 0 accepted, 1 forged,"), "{stats}");
 }
 
-fn wait_for_line(log: &Path, needle: &str) -> String {
+/// Polls a log file until a line satisfies `wanted`.
+fn wait_for_line(log: &Path, wanted: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + LIMIT;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+        if let Some(line) = text.lines().find(|l| wanted(l)) {
             return line.to_owned();
         }
-        assert!(Instant::now() < deadline, "no `{needle}` in:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no such line in {}:\n{text}",
+            log.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

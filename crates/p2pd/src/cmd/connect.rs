@@ -91,30 +91,21 @@ async fn bridge(pipe: &p2pd_net::pipe::Pipe, linger: Duration) -> anyhow::Result
     let stream = pipe.stream().context("connection")?;
     let (mut from_peer, mut to_peer) = tokio::io::split(stream);
     let upload = async {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = stdin.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            to_peer.write_all(&buf[..n]).await?;
-        }
-        to_peer.flush().await?;
-        Ok::<_, std::io::Error>(())
+        tokio::io::copy(&mut tokio::io::stdin(), &mut to_peer).await?;
+        to_peer.flush().await
     };
+    // Flushed after every chunk: netcat users expect to see answers at once.
     let download = async {
         let mut stdout = tokio::io::stdout();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = from_peer.read(&mut buf).await?;
             if n == 0 {
-                break;
+                return Ok::<_, std::io::Error>(());
             }
             stdout.write_all(&buf[..n]).await?;
             stdout.flush().await?;
         }
-        Ok::<_, std::io::Error>(())
     };
     tokio::pin!(download);
     tokio::select! {
