@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use p2pd_lab::topology::{STUN_ALT_V4, STUN_V4};
+use p2pd_lab::topology::{STUN_ALT_V4, STUN_ALT_V6, STUN_V4, STUN_V6};
 use p2pd_lab::{Lab, LabSpec, NatKind, Service, Side, require_lab};
 use serde_json::Value;
 
@@ -241,4 +241,53 @@ fn ipv4_entry(stdout: &str) -> Value {
         .find(|e| e["af"] == "ipv4" && e["name"] == "eth0")
         .cloned()
         .unwrap_or_else(|| panic!("no eth0 ipv4 entry in {stdout}"))
+}
+
+#[test]
+fn ipv6_is_discovered_too_no_nat_behind_a_firewall() {
+    require_lab!();
+    for (kind, expected) in [
+        (NatKind::PortRestrictedCone, "udp-firewall"),
+        (NatKind::None, "open"),
+    ] {
+        let mut lab = lab_with_our_server(LabSpec::default().nat(Side::A, kind));
+        let primary = format!("[{STUN_V6}]:{}", OURS.0);
+        let alternate = format!("[{STUN_ALT_V6}]:{}", OURS.1);
+        let config = config_file(&lab);
+        lab.spawn(
+            "p2pd-stun6",
+            "stun",
+            env!("CARGO_BIN_EXE_p2pd"),
+            &[
+                "--config",
+                &config,
+                "stun-server",
+                "--primary",
+                &primary,
+                "--alternate",
+                &alternate,
+            ],
+        )
+        .expect("spawn the IPv6 server");
+        lab.wait_listening("stun", false, primary.parse().expect("addr"), LIMIT)
+            .expect("listens");
+        let v4 = format!("{STUN_V4}:{}", OURS.0);
+        let out = p2pd_in(
+            &mut lab,
+            "a",
+            &["nat", "--json", "--stun", &v4, "--stun", &primary],
+        );
+        let parsed: Value = serde_json::from_str(&out).expect("one JSON object");
+        let v6 = parsed["interfaces"]
+            .as_array()
+            .expect("interfaces")
+            .iter()
+            .find(|e| e["af"] == "ipv6")
+            .cloned()
+            .unwrap_or_else(|| panic!("no ipv6 entry in {out}"));
+        println!("{kind}, IPv6: {} in {} ms", v6["nat"]["type"], v6["ms"]);
+        assert_eq!(v6["nat"]["type"], expected, "{kind}: {v6}");
+        assert_eq!(v6["external_ip"], Side::A.lan_v6(2).to_string());
+        assert_eq!(v6["delta"]["type"], "not-applicable");
+    }
 }
