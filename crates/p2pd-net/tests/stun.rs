@@ -224,3 +224,43 @@ async fn discovery_prefers_a_server_that_supports_rfc5780() {
     assert_eq!(report.nat, NatType::Open, "{report:?}");
     assert_eq!(report.filtering, Some(Mapping::EndpointIndependent));
 }
+
+/// A STUN server that answers every Binding request with the same made-up
+/// mapped address.
+async fn lying_server(claims: SocketAddr) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind(local()).await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let Ok(request) = Message::decode(&buf[..n]) else {
+                continue;
+            };
+            let answer = Message::response_to(&request, p2pd_proto::stun::Class::Success)
+                .with(Attribute::XorMappedAddress(claims));
+            let _ = socket.send_to(&answer.encode(), from).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_server_that_disagrees_is_reported() {
+    let honest = server().await;
+    let claims: SocketAddr = "203.0.113.1:1".parse().expect("lit");
+    let liar = lying_server(claims).await;
+    let report = discover(
+        "127.0.0.1".parse().expect("lit"),
+        0,
+        &[honest.addresses().primary, liar],
+        &DiscoveryOptions::default(),
+    )
+    .await
+    .expect("discovery");
+    assert_eq!(
+        report.external.map(|a| a.ip()),
+        Some("127.0.0.1".parse().expect("lit"))
+    );
+    assert_eq!(report.disagreements, vec![(liar, claims)]);
+    assert_eq!(report.nat, NatType::Open, "the RFC 5780 server decides");
+}
