@@ -31,7 +31,7 @@ use crate::node::{Node, lock};
 /// Head start of each strategy over the next when the peer is open.
 const STAGGER_OPEN: Duration = Duration::from_millis(250);
 /// Head start when the peer is behind a NAT or firewall.
-const STAGGER_NATTED: Duration = Duration::from_millis(10);
+const STAGGER_NATTED: Duration = Duration::from_millis(2);
 
 /// An open connection to a peer.
 #[derive(Debug, Clone)]

@@ -190,6 +190,12 @@ impl Node {
         lock(&self.inner.hooks).push(hook);
     }
 
+    /// Waits until signaling is up on at least one broker, at most `limit`;
+    /// returns whether it is.
+    pub async fn signaling_ready(&self, limit: Duration) -> bool {
+        self.inner.signaling.wait_connected(limit).await
+    }
+
     /// Signaling envelopes dropped, by reason.
     pub fn signal_stats(&self) -> InboxStats {
         lock(&self.inner.inbox).stats()

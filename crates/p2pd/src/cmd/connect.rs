@@ -41,7 +41,12 @@ pub(crate) async fn run(args: &Args, mut config: Config) -> anyhow::Result<bool>
     } else {
         args.strategies.clone()
     };
+    let reverse_budget = config.connect.budget(Strategy::Reverse);
     let node = Node::start(config).await.context("starting the node")?;
+    // The node is up once it can signal: `ms` measures the connect alone.
+    if strategies.contains(&Strategy::Reverse) {
+        node.signaling_ready(reverse_budget).await;
+    }
     let connection = match node.connect(&peer, &strategies).await {
         Ok(connection) => connection,
         Err(err) => {
