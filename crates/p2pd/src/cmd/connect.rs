@@ -41,6 +41,10 @@ pub(crate) async fn run(args: &Args, mut config: Config) -> anyhow::Result<bool>
     } else {
         args.strategies.clone()
     };
+    // Only reverse connect signals: without it, no broker is contacted.
+    if !strategies.contains(&Strategy::Reverse) {
+        config.signaling.brokers.clear();
+    }
     let reverse_budget = config.connect.budget(Strategy::Reverse);
     let node = Node::start(config).await.context("starting the node")?;
     // The node is up once it can signal: `ms` measures the connect alone.
