@@ -640,39 +640,29 @@ fn plan(spec: &LabSpec) -> Plan {
             let cgnat = side.cgnat_name();
             p.link(&cgnat, "lan", &router, "wan");
             p.cmd(&cgnat, "link set lan up".into());
-            p.cmd(
-                &cgnat,
-                format!("addr add {}/24 dev lan", side.cgnat_inside_v4(false)),
-            );
-            p.cmd(
-                &cgnat,
-                format!("addr add {}/64 dev lan", side.cgnat_inside_v6(false)),
-            );
-            p.cmd(
-                &cgnat,
-                format!("route add {own_v4} via {}", side.cgnat_inside_v4(true)),
-            );
-            p.cmd(
-                &cgnat,
-                format!("route add {own_v6} via {}", side.cgnat_inside_v6(true)),
-            );
             p.cmd(&router, "link set wan up".into());
-            p.cmd(
-                &router,
-                format!("addr add {}/24 dev wan", side.cgnat_inside_v4(true)),
-            );
-            p.cmd(
-                &router,
-                format!("addr add {}/64 dev wan", side.cgnat_inside_v6(true)),
-            );
-            p.cmd(
-                &router,
-                format!("route add default via {}", side.cgnat_inside_v4(false)),
-            );
-            p.cmd(
-                &router,
-                format!("route add default via {}", side.cgnat_inside_v6(false)),
-            );
+            // The CGNAT link: addresses on both ends, the LAN routed through
+            // the home router, the home router's default through the CGNAT.
+            let families = [
+                (
+                    side.cgnat_inside_v4(false).to_string(),
+                    side.cgnat_inside_v4(true).to_string(),
+                    &own_v4,
+                    24,
+                ),
+                (
+                    side.cgnat_inside_v6(false).to_string(),
+                    side.cgnat_inside_v6(true).to_string(),
+                    &own_v6,
+                    V6_PREFIX,
+                ),
+            ];
+            for (cgnat_ip, router_ip, own, prefix) in families {
+                p.cmd(&cgnat, format!("addr add {cgnat_ip}/{prefix} dev lan"));
+                p.cmd(&cgnat, format!("route add {own} via {router_ip}"));
+                p.cmd(&router, format!("addr add {router_ip}/{prefix} dev wan"));
+                p.cmd(&router, format!("route add default via {cgnat_ip}"));
+            }
         }
         p.cmd(&router, "link add lan type bridge".into());
         p.cmd(&router, "link set lan up".into());

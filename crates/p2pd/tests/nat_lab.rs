@@ -2,6 +2,7 @@
 //! checked against tools that are not ours: coturn as the server for our
 //! client, Debian's `stun` client against our server.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use p2pd_lab::topology::{STUN_ALT_V4, STUN_ALT_V6, STUN_V4, STUN_V6};
@@ -176,11 +177,18 @@ fn check(kind: NatKind, nat: &str, delta: &str, value: i64, stun_client_says: &s
 
 fn lab_with_our_server(spec: LabSpec) -> Lab {
     let mut lab = Lab::up(&spec).expect("lab");
-    let primary = format!("{STUN_V4}:{}", OURS.0);
-    let alternate = format!("{STUN_ALT_V4}:{}", OURS.1);
-    let config = config_file(&lab);
+    start_our_server(&mut lab, "p2pd-stun", STUN_V4.into(), STUN_ALT_V4.into());
+    lab
+}
+
+/// Runs `p2pd stun-server` on the stun host on `primary` and `alternate`
+/// with our ports, and waits until all four sockets listen.
+fn start_our_server(lab: &mut Lab, name: &str, primary: IpAddr, alternate: IpAddr) {
+    let primary_addr = SocketAddr::new(primary, OURS.0).to_string();
+    let alternate_addr = SocketAddr::new(alternate, OURS.1).to_string();
+    let config = config_file(lab);
     lab.spawn(
-        "p2pd-stun",
+        name,
         "stun",
         env!("CARGO_BIN_EXE_p2pd"),
         &[
@@ -188,20 +196,18 @@ fn lab_with_our_server(spec: LabSpec) -> Lab {
             &config,
             "stun-server",
             "--primary",
-            &primary,
+            &primary_addr,
             "--alternate",
-            &alternate,
+            &alternate_addr,
         ],
     )
     .expect("spawn p2pd stun-server");
-    for ip in [STUN_V4, STUN_ALT_V4] {
+    for ip in [primary, alternate] {
         for port in [OURS.0, OURS.1] {
-            let addr = std::net::SocketAddr::new(ip.into(), port);
-            lab.wait_listening("stun", false, addr, LIMIT)
+            lab.wait_listening("stun", false, SocketAddr::new(ip, port), LIMIT)
                 .expect("our server listens");
         }
     }
-    lab
 }
 
 /// A config that names no public server.
@@ -251,26 +257,8 @@ fn ipv6_is_discovered_too_no_nat_behind_a_firewall() {
         (NatKind::None, "open"),
     ] {
         let mut lab = lab_with_our_server(LabSpec::default().nat(Side::A, kind));
-        let primary = format!("[{STUN_V6}]:{}", OURS.0);
-        let alternate = format!("[{STUN_ALT_V6}]:{}", OURS.1);
-        let config = config_file(&lab);
-        lab.spawn(
-            "p2pd-stun6",
-            "stun",
-            env!("CARGO_BIN_EXE_p2pd"),
-            &[
-                "--config",
-                &config,
-                "stun-server",
-                "--primary",
-                &primary,
-                "--alternate",
-                &alternate,
-            ],
-        )
-        .expect("spawn the IPv6 server");
-        lab.wait_listening("stun", false, primary.parse().expect("addr"), LIMIT)
-            .expect("listens");
+        start_our_server(&mut lab, "p2pd-stun6", STUN_V6.into(), STUN_ALT_V6.into());
+        let primary = SocketAddr::new(STUN_V6.into(), OURS.0).to_string();
         let v4 = format!("{STUN_V4}:{}", OURS.0);
         let out = p2pd_in(
             &mut lab,
