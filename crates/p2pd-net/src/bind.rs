@@ -73,6 +73,15 @@ pub enum BindError {
     },
 }
 
+impl BindError {
+    /// Whether the address is the host's but not usable yet: an IPv6
+    /// address is tentative for a second or so after its link comes up
+    /// (duplicate address detection), and binding it fails until then.
+    pub fn is_not_ready(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == io::ErrorKind::AddrNotAvailable)
+    }
+}
+
 /// Binds a UDP socket to `addr` (port 0 picks a free port).
 pub fn udp(addr: SocketAddr, options: &BindOptions) -> Result<UdpSocket, BindError> {
     let socket = bound_socket(addr, Type::DGRAM, Protocol::UDP, options)?;

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use p2pd_net::daemon::Daemon;
 use p2pd_net::interfaces::{self, Interface};
-use p2pd_net::pipe::{Message, Pipe, PipeConfig, PipeId, Protocol};
+use p2pd_net::pipe::{Message, Pipe, PipeConfig, PipeError, PipeId, Protocol};
 use p2pd_net::stun::discovery::{DiscoveryOptions, discover};
 use p2pd_proto::addr::{Endpoint, MAX_ENTRIES, NodeId, PeerAddr};
 use p2pd_proto::signal::{Body, Identity, Inbox, InboxStats, Signal, seal};
@@ -125,7 +125,7 @@ impl Node {
             })
             .collect();
         let mut daemon = Daemon::new(PipeConfig::default());
-        let port = listen(&mut daemon, &locals, config.node.port).await?;
+        let (port, pending) = listen(&mut daemon, &locals, config.node.port).await?;
         let brokers: Vec<u8> = (0..config
             .signaling
             .brokers
@@ -133,7 +133,7 @@ impl Node {
             .min(p2pd_proto::addr::MAX_BROKERS))
             .filter_map(|i| u8::try_from(i).ok())
             .collect();
-        let addr = initial_address(&locals, port, brokers, identity.id());
+        let addr = initial_address(&locals, &pending, port, brokers, identity.id());
         let (signaling, envelopes) = Signaling::start(&config.signaling.brokers, &identity.id());
         let node = Node {
             inner: Arc::new(Inner {
@@ -155,8 +155,12 @@ impl Node {
         };
         node.serve_accepted().await;
         tokio::spawn(node.clone().handle_signals(envelopes));
-        tokio::spawn(node.clone().run_discovery(locals));
         tracing::info!(id = %node.id(), port, "node up");
+        let late = locals.clone();
+        tokio::spawn(node.clone().run_discovery(locals));
+        if !pending.is_empty() {
+            tokio::spawn(node.clone().bind_when_ready(late, pending, port));
+        }
         Ok(node)
     }
 
@@ -169,6 +173,11 @@ impl Node {
     /// discovery has ended).
     pub fn addr(&self) -> PeerAddr {
         self.inner.addr.borrow().clone()
+    }
+
+    /// The current address, and every later change of it.
+    pub fn watch_addr(&self) -> watch::Receiver<PeerAddr> {
+        self.inner.addr.subscribe()
     }
 
     /// Waits until the first discovery round has ended (at most
@@ -386,9 +395,19 @@ impl Node {
     }
 
     async fn run_discovery(self, locals: Vec<Local>) {
+        self.discover_locals(&locals).await;
+        self.inner.discovered.send_replace(true);
+    }
+
+    /// Runs STUN discovery for `locals` (at most [`DISCOVERY_LIMIT`]) and
+    /// puts what it finds in the address.
+    async fn discover_locals(&self, locals: &[Local]) {
         let run = async {
             let servers = resolve_stun(&self.inner.config.stun.servers).await;
             let mut updates = Vec::new();
+            if servers.is_empty() {
+                return updates;
+            }
             for local in locals.iter().filter(|l| !l.ip.is_loopback()) {
                 let report = discover(local.ip, 0, &servers, &DiscoveryOptions::default()).await;
                 if let Ok(report) = report
@@ -403,6 +422,9 @@ impl Node {
             () = self.inner.stop.cancelled() => return,
             updates = tokio::time::timeout(DISCOVERY_LIMIT, run) => updates.unwrap_or_default(),
         };
+        if updates.is_empty() {
+            return;
+        }
         self.inner.addr.send_modify(|addr| {
             for endpoint in addr.ipv4.iter_mut().chain(addr.ipv6.iter_mut()) {
                 // Before discovery an endpoint's external IP is its own.
@@ -415,8 +437,134 @@ impl Node {
                 }
             }
         });
-        self.inner.discovered.send_replace(true);
     }
+
+    /// Binds the addresses that were not usable at start (IPv6 during
+    /// DAD) as soon as the kernel lets us, and adds each to the address.
+    /// Gives up on an address after [`BIND_RETRY_LIMIT`].
+    async fn bind_when_ready(
+        self,
+        mut locals: Vec<Local>,
+        mut pending: Vec<Pending>,
+        mut port: u16,
+    ) {
+        // Link-local addresses not bound: an entry keeps its own IP as
+        // the internal one until its link-local address is served.
+        let mut ll_unbound: HashSet<usize> = pending
+            .iter()
+            .filter(|p| p.link_local)
+            .map(|p| p.local)
+            .collect();
+        let mut tick = tokio::time::interval(BIND_RETRY_EVERY);
+        let give_up = tokio::time::Instant::now() + BIND_RETRY_LIMIT;
+        while !pending.is_empty() {
+            tokio::select! {
+                () = self.inner.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if tokio::time::Instant::now() >= give_up {
+                for p in &pending {
+                    match p.addr {
+                        Some(addr) => {
+                            tracing::warn!(%addr, "address never became usable; not served")
+                        }
+                        // Legitimate: links can be set to make none.
+                        None => {
+                            tracing::debug!(ip = %locals[p.local].ip, "interface has no link-local address")
+                        }
+                    }
+                }
+                return;
+            }
+            let mut ready = Vec::new();
+            let mut daemon = self.inner.daemon.lock().await;
+            let mut still = Vec::new();
+            for mut p in pending {
+                if p.addr.is_none() {
+                    let local = &mut locals[p.local];
+                    local.link_local = listed_link_local(local.os_index);
+                    p.addr = local.link_local.map(|(ll, scope)| scoped(ll, port, scope));
+                }
+                let Some(mut addr) = p.addr else {
+                    still.push(p);
+                    continue;
+                };
+                addr.set_port(port);
+                p.addr = Some(addr);
+                match daemon.listen_specific(&[(addr, Protocol::Tcp)]).await {
+                    Ok(pipes) => {
+                        if port == 0 {
+                            port = pipes.first().map_or(0, |pipe| pipe.local_addr().port());
+                        }
+                        tracing::info!(%addr, "address usable; now served");
+                        ready.push(p);
+                    }
+                    Err(PipeError::Bind(err)) if err.is_not_ready() => still.push(p),
+                    Err(err) => tracing::warn!(%addr, %err, "address not served"),
+                }
+            }
+            drop(daemon);
+            pending = still;
+            if ready.is_empty() {
+                continue;
+            }
+            let mut fresh = Vec::new();
+            self.inner.addr.send_modify(|addr| {
+                for p in &ready {
+                    let local = &locals[p.local];
+                    if p.link_local {
+                        ll_unbound.remove(&p.local);
+                    }
+                    let ll_bound = !ll_unbound.contains(&p.local);
+                    if serve_in_address(addr, local, p.link_local, ll_bound, port) {
+                        fresh.push(*local);
+                    }
+                }
+            });
+            if !fresh.is_empty() {
+                self.discover_locals(&fresh).await;
+            }
+        }
+    }
+}
+
+/// Puts a late-bound socket of `local` into `addr`: a new entry when its
+/// own IP bound (returns true then), the link-local address as the
+/// entry's internal IP when that one bound.
+fn serve_in_address(
+    addr: &mut PeerAddr,
+    local: &Local,
+    link_local: bool,
+    ll_bound: bool,
+    port: u16,
+) -> bool {
+    let family = if local.ip.is_ipv4() {
+        &mut addr.ipv4
+    } else {
+        &mut addr.ipv6
+    };
+    let internal = match local.link_local {
+        Some((ll, _)) if ll_bound => ll,
+        _ => local.ip,
+    };
+    if let Some(entry) = family.iter_mut().find(|e| e.if_index == local.if_index) {
+        if link_local {
+            entry.internal = internal;
+        }
+        return false;
+    }
+    if link_local || family.len() >= MAX_ENTRIES {
+        return false;
+    }
+    family.push(Endpoint {
+        if_index: local.if_index,
+        external: local.ip,
+        internal,
+        port,
+        nat: NatType::Open,
+        delta: Delta::NOT_APPLICABLE,
+    });
+    true
 }
 
 /// See [`Node::may_dial`].
@@ -471,6 +619,8 @@ fn reverse_token(data: &[u8]) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Local {
     pub(crate) if_index: u8,
+    /// The OS's index of the interface (an IPv6 scope id).
+    pub(crate) os_index: u32,
     pub(crate) ip: IpAddr,
     /// IPv6 only: the link-local address of the same interface.
     pub(crate) link_local: Option<(IpAddr, u32)>,
@@ -487,6 +637,7 @@ fn local_addresses(all: &[Interface], only: &[String]) -> Vec<Local> {
         if let Some(v4) = i.ipv4.first() {
             locals.push(Local {
                 if_index,
+                os_index: i.index,
                 ip: IpAddr::V4(v4.addr()),
                 link_local: None,
             });
@@ -494,6 +645,7 @@ fn local_addresses(all: &[Interface], only: &[String]) -> Vec<Local> {
         if let Some(v6) = i.ipv6_global.first() {
             locals.push(Local {
                 if_index,
+                os_index: i.index,
                 ip: IpAddr::V6(v6.addr()),
                 link_local: i
                     .ipv6_link_local
@@ -506,6 +658,7 @@ fn local_addresses(all: &[Interface], only: &[String]) -> Vec<Local> {
         // Offline: loopback still lets this machine's nodes reach each other.
         locals.push(Local {
             if_index: 0,
+            os_index: 0,
             ip: IpAddr::from([127, 0, 0, 1]),
             link_local: None,
         });
@@ -520,51 +673,110 @@ fn local_addresses(all: &[Interface], only: &[String]) -> Vec<Local> {
     locals
 }
 
+/// A socket the node could not bind yet: the own IP of `locals[local]`,
+/// or its link-local address (`addr` is `None` while the kernel has not
+/// made one yet: it does when the link comes up).
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    local: usize,
+    link_local: bool,
+    addr: Option<SocketAddr>,
+}
+
+/// How often addresses that were not usable are tried again, and for how
+/// long: DAD takes about a second (one probe, one second's wait), longer
+/// where more probes are configured.
+const BIND_RETRY_EVERY: Duration = Duration::from_millis(200);
+const BIND_RETRY_LIMIT: Duration = Duration::from_secs(60);
+
 /// Listens on every local address (and IPv6 link-local) on one port;
-/// port 0 takes the first free one. Returns the port.
-async fn listen(daemon: &mut Daemon, locals: &[Local], port: u16) -> Result<u16, NodeError> {
+/// port 0 takes the first free one. Returns the port, and the addresses
+/// the kernel does not let us use yet (IPv6 during DAD), to be bound
+/// later; any other failure stops the node.
+async fn listen(
+    daemon: &mut Daemon,
+    locals: &[Local],
+    port: u16,
+) -> Result<(u16, Vec<Pending>), NodeError> {
     let mut port = port;
-    for local in locals {
-        let mut addrs = vec![SocketAddr::new(local.ip, port)];
-        if let Some((IpAddr::V6(ll), scope)) = local.link_local {
-            addrs.push(SocketAddr::V6(std::net::SocketAddrV6::new(
-                ll, port, 0, scope,
-            )));
+    let mut pending = Vec::new();
+    for (n, local) in locals.iter().enumerate() {
+        let mut addrs = vec![(SocketAddr::new(local.ip, port), false)];
+        match local.link_local {
+            Some((ll, scope)) => addrs.push((scoped(ll, port, scope), true)),
+            None if local.ip.is_ipv6() => pending.push(Pending {
+                local: n,
+                link_local: true,
+                addr: None,
+            }),
+            None => {}
         }
-        for mut addr in addrs {
+        for (mut addr, link_local) in addrs {
             addr.set_port(port);
-            let pipes = daemon.listen_specific(&[(addr, Protocol::Tcp)]).await?;
-            if port == 0 {
-                port = pipes.first().map_or(0, |p| p.local_addr().port());
+            match daemon.listen_specific(&[(addr, Protocol::Tcp)]).await {
+                Ok(pipes) => {
+                    if port == 0 {
+                        port = pipes.first().map_or(0, |p| p.local_addr().port());
+                    }
+                }
+                Err(PipeError::Bind(err)) if err.is_not_ready() => {
+                    tracing::info!(%addr, "address not usable yet (duplicate address detection); served once it is");
+                    pending.push(Pending {
+                        local: n,
+                        link_local,
+                        addr: Some(addr),
+                    });
+                }
+                Err(err) => return Err(err.into()),
             }
         }
     }
-    Ok(port)
+    Ok((port, pending))
 }
 
-fn initial_address(locals: &[Local], port: u16, brokers: Vec<u8>, id: NodeId) -> PeerAddr {
-    let endpoint = |l: &Local| Endpoint {
-        if_index: l.if_index,
-        external: l.ip,
-        internal: l.link_local.map_or(l.ip, |(ll, _)| ll),
-        port,
-        nat: NatType::Open,
-        delta: Delta::NOT_APPLICABLE,
-    };
-    PeerAddr {
-        brokers,
-        ipv4: locals
-            .iter()
-            .filter(|l| l.ip.is_ipv4())
-            .map(endpoint)
-            .collect(),
-        ipv6: locals
-            .iter()
-            .filter(|l| l.ip.is_ipv6())
-            .map(endpoint)
-            .collect(),
-        node_id: id,
+/// `ip` on `port`, with the scope id when it is IPv6.
+fn scoped(ip: IpAddr, port: u16, scope: u32) -> SocketAddr {
+    match ip {
+        IpAddr::V6(v6) => SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, scope)),
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V4(v4), port),
     }
+}
+
+/// The link-local address the kernel has given interface `os_index`, if
+/// any yet.
+fn listed_link_local(os_index: u32) -> Option<(IpAddr, u32)> {
+    let all = interfaces::list().ok()?;
+    let found = all.iter().find(|i| i.index == os_index)?;
+    found
+        .ipv6_link_local
+        .first()
+        .map(|l| (IpAddr::V6(l.ip), l.scope_id))
+}
+
+fn initial_address(
+    locals: &[Local],
+    pending: &[Pending],
+    port: u16,
+    brokers: Vec<u8>,
+    id: NodeId,
+) -> PeerAddr {
+    let waiting = |n: usize, link_local: bool| {
+        pending
+            .iter()
+            .any(|p| p.local == n && p.link_local == link_local)
+    };
+    let mut addr = PeerAddr {
+        brokers,
+        ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        node_id: id,
+    };
+    for (n, local) in locals.iter().enumerate() {
+        if !waiting(n, false) {
+            serve_in_address(&mut addr, local, false, !waiting(n, true), port);
+        }
+    }
+    addr
 }
 
 /// How long resolving one STUN server name may take.

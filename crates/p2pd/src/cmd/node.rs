@@ -1,5 +1,5 @@
-//! `p2pd node`: a node without REST; prints its address, runs until told
-//! to stop.
+//! `p2pd node`: a node without REST; prints its address (again on each
+//! change), runs until told to stop.
 
 use anyhow::Context;
 use p2pd_node::Node;
@@ -20,12 +20,32 @@ pub(crate) async fn run(_args: &Args, config: Config) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    output::line(node.addr());
+    let mut addr = node.watch_addr();
+    let mut printed = addr.borrow_and_update().to_string();
+    output::line(&printed);
     output::status(format_args!(
         "node {} up; SIGINT or SIGTERM stops it",
         node.id()
     ));
-    crate::signal::shutdown().await;
+    // A later change (an address that finished DAD, ...) is printed on a
+    // line of its own, as the first one.
+    let shutdown = crate::signal::shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            changed = addr.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = addr.borrow_and_update().to_string();
+                if now != printed {
+                    output::line(&now);
+                    printed = now;
+                }
+            }
+        }
+    }
     node.close().await;
     let stats = node.signal_stats();
     output::status(format_args!(
