@@ -77,7 +77,7 @@ impl Node {
         let mut running: JoinSet<(Strategy, Result<Pipe, String>)> = JoinSet::new();
         let mut tried = Vec::new();
         let mut next = 0;
-        let overall = tokio::time::sleep(config.timeout());
+        let overall = tokio::time::sleep(config.timeout);
         tokio::pin!(overall);
         loop {
             if next < strategies.len() && (running.is_empty() || next == 0) {
@@ -147,12 +147,6 @@ impl Node {
             }
         };
         (strategy, result)
-    }
-}
-
-impl std::fmt::Display for Strategy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 

@@ -1,13 +1,15 @@
-//! A running p2pd peer: its configuration, and (as the node grows) its
-//! signaling, connection strategies and ECHO service.
+//! A running p2pd peer: its signaling, connection strategies and ECHO
+//! service, configured with typed values.
 #![warn(missing_docs)]
 
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod config;
 pub mod connect;
+pub mod defaults;
 pub mod identity;
 pub mod node;
+pub mod servers;
 pub mod signaling;
 
 pub use connect::{ConnectError, Connection};

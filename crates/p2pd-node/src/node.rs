@@ -26,7 +26,8 @@ use p2pd_proto::stun::behavior::{Delta, NatType};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, HostPort};
+use crate::config::{NodeConfig, Strategy};
+use crate::servers::HostPort;
 use crate::signaling::Signaling;
 
 /// The prefix of an ECHO request.
@@ -60,7 +61,7 @@ pub struct Node {
 }
 
 pub(crate) struct Inner {
-    pub(crate) config: Config,
+    pub(crate) config: NodeConfig,
     pub(crate) identity: Identity,
     pub(crate) signaling: Signaling,
     inbox: Mutex<Inbox>,
@@ -108,13 +109,13 @@ impl Node {
     /// Starts a node: servers, signaling, and discovery in the background.
     /// Returns once it listens; [`Node::discovered`] tells when its address
     /// is final.
-    pub async fn start(config: Config) -> Result<Node, NodeError> {
-        let identity = match &config.node.data_dir {
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let identity = match config.identity_dir() {
             Some(dir) => crate::identity::load_or_create(dir)?,
             None => crate::identity::throwaway(),
         };
         let all = interfaces::list()?;
-        let locals = local_addresses(&all, &config.node.interfaces);
+        let locals = local_addresses(&all, &config.interfaces);
         let lan_nets = all
             .iter()
             .filter(|i| i.has_route())
@@ -125,16 +126,17 @@ impl Node {
             })
             .collect();
         let mut daemon = Daemon::new(PipeConfig::default());
-        let (port, pending) = listen(&mut daemon, &locals, config.node.port).await?;
-        let brokers: Vec<u8> = (0..config
-            .signaling
-            .brokers
-            .len()
-            .min(p2pd_proto::addr::MAX_BROKERS))
+        let (port, pending) = listen(&mut daemon, &locals, config.port).await?;
+        let joined = if config.joins_brokers() {
+            &config.brokers[..]
+        } else {
+            &[]
+        };
+        let brokers: Vec<u8> = (0..joined.len().min(p2pd_proto::addr::MAX_BROKERS))
             .filter_map(|i| u8::try_from(i).ok())
             .collect();
         let addr = initial_address(&locals, &pending, port, brokers, identity.id());
-        let (signaling, envelopes) = Signaling::start(&config.signaling.brokers, &identity.id());
+        let (signaling, envelopes) = Signaling::start(joined, &identity.id());
         let node = Node {
             inner: Arc::new(Inner {
                 inbox: Mutex::new(Inbox::new(identity.clone())),
@@ -358,11 +360,7 @@ impl Node {
             node: self.clone(),
             peer: asker.node_id,
         };
-        let budget = self
-            .inner
-            .config
-            .connect
-            .budget(crate::config::Strategy::Reverse);
+        let budget = self.inner.config.connect.budget(Strategy::Reverse);
         let Ok(pipe) = crate::connect::dial(self, &asker, budget).await else {
             tracing::debug!(to = %asker.node_id, "dial back failed");
             return;
@@ -403,7 +401,7 @@ impl Node {
     /// puts what it finds in the address.
     async fn discover_locals(&self, locals: &[Local]) {
         let run = async {
-            let servers = resolve_stun(&self.inner.config.stun.servers).await;
+            let servers = resolve_stun(&self.inner.config.stun_servers).await;
             let mut updates = Vec::new();
             if servers.is_empty() {
                 return updates;

@@ -17,7 +17,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::BrokerUrl;
+use crate::servers::BrokerUrl;
 
 /// Envelopes waiting for the node; more are dropped (and counted) so a
 /// flood cannot grow memory.

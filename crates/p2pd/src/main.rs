@@ -42,23 +42,27 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let config = match config::load(cli.config.as_deref()) {
-        Ok(config) => config,
+    let settings = match config::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
         Err(err) => {
             output::error(&err);
             return ExitCode::from(2);
         }
     };
     let result = match cli.command {
-        Command::Interfaces(args) => cmd::interfaces::run(&args, &config),
-        Command::Nat(args) => runtime().and_then(|rt| rt.block_on(cmd::nat::run(&args, &config))),
+        Command::Interfaces(args) => cmd::interfaces::run(&args),
+        Command::Nat(args) => {
+            runtime().and_then(|rt| rt.block_on(cmd::nat::run(&args, &settings.node)))
+        }
         Command::StunServer(args) => {
             runtime().and_then(|rt| rt.block_on(cmd::stun_server::run(&args)))
         }
         Command::Broker(args) => runtime().and_then(|rt| rt.block_on(cmd::broker::run(&args))),
-        Command::Node(args) => runtime().and_then(|rt| rt.block_on(cmd::node::run(&args, config))),
+        Command::Node(args) => {
+            runtime().and_then(|rt| rt.block_on(cmd::node::run(&args, settings.node)))
+        }
         Command::Connect(args) => {
-            match runtime().and_then(|rt| rt.block_on(cmd::connect::run(&args, config))) {
+            match runtime().and_then(|rt| rt.block_on(cmd::connect::run(&args, settings.node))) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(1),
                 Err(err) => Err(err),

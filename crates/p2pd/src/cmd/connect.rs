@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use p2pd_node::Node;
-use p2pd_node::config::{Config, Strategy};
+use p2pd_node::config::{NodeConfig, Role, Strategy};
 use p2pd_proto::addr::PeerAddr;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,26 +29,21 @@ pub(crate) struct Args {
     linger: f64,
 }
 
-pub(crate) async fn run(args: &Args, mut config: Config) -> anyhow::Result<bool> {
+pub(crate) async fn run(args: &Args, mut config: NodeConfig) -> anyhow::Result<bool> {
     let peer: PeerAddr = args.addr.parse().context("bad peer address")?;
     if !(0.0..=86_400.0).contains(&args.linger) {
         bail!("--linger must be between 0 and 86400 seconds");
     }
-    // `connect` always uses a throwaway identity.
-    config.node.data_dir = None;
-    let strategies = if args.strategies.is_empty() {
-        config.connect.strategies.clone()
-    } else {
-        args.strategies.clone()
-    };
-    // Only reverse connect signals: without it, no broker is contacted.
-    if !strategies.contains(&Strategy::Reverse) {
-        config.signaling.brokers.clear();
+    // A node that only opens this one connection (see `Role::Client`).
+    config.role = Role::Client;
+    if !args.strategies.is_empty() {
+        config.connect.strategies.clone_from(&args.strategies);
     }
+    let strategies = config.connect.strategies.clone();
     let reverse_budget = config.connect.budget(Strategy::Reverse);
     let node = Node::start(config).await.context("starting the node")?;
     // The node is up once it can signal: `ms` measures the connect alone.
-    if strategies.contains(&Strategy::Reverse) {
+    if strategies.iter().any(|s| s.signals()) {
         node.signaling_ready(reverse_budget).await;
     }
     let connection = match node.connect(&peer, &strategies).await {

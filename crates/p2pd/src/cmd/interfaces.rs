@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use p2pd_net::interfaces::{self, Interface};
-use p2pd_node::config::Config;
 use p2pd_proto::route::{RouteV4, RouteV6};
 use serde::Serialize;
 
@@ -34,7 +33,7 @@ struct Routes {
     ipv6: Vec<RouteV6>,
 }
 
-pub(crate) fn run(args: &Args, _config: &Config) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let all = interfaces::list().context("listing interfaces")?;
     if args.json {
         let listing = Listing {

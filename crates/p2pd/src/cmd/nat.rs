@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use anyhow::Context;
 use p2pd_net::interfaces::{self, Interface};
 use p2pd_net::stun::discovery::{DiscoveryOptions, NatReport, discover};
-use p2pd_node::config::{Config, HostPort};
+use p2pd_node::config::NodeConfig;
+use p2pd_node::servers::HostPort;
 use serde_json::{Value, json};
 
 use crate::output;
@@ -28,15 +29,15 @@ struct Target {
     scope_id: u32,
 }
 
-pub(crate) async fn run(args: &Args, config: &Config) -> anyhow::Result<()> {
+pub(crate) async fn run(args: &Args, config: &NodeConfig) -> anyhow::Result<()> {
     let names = if args.stun.is_empty() {
-        &config.stun.servers
+        &config.stun_servers
     } else {
         &args.stun
     };
     let servers = p2pd_node::node::resolve_stun(names).await;
     let all = interfaces::list().context("listing interfaces")?;
-    let mut targets = targets(&all, &config.node.interfaces);
+    let mut targets = targets(&all, &config.interfaces);
     // A family with no server cannot be tested; say so instead of calling
     // it blocked.
     targets.retain(|t| {

@@ -3,14 +3,14 @@
 
 use anyhow::Context;
 use p2pd_node::Node;
-use p2pd_node::config::Config;
+use p2pd_node::config::NodeConfig;
 
 use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {}
 
-pub(crate) async fn run(_args: &Args, config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(_args: &Args, config: NodeConfig) -> anyhow::Result<()> {
     let node = Node::start(config).await.context("starting the node")?;
     // A stop request during discovery stops the node cleanly too.
     tokio::select! {
