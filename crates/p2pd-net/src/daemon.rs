@@ -75,6 +75,7 @@ impl From<IpAddr> for Target {
 type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 type MsgCb = Arc<dyn Fn(Message, Pipe) -> BoxFuture + Send + Sync>;
 type EndCb = Arc<dyn Fn(Pipe) -> BoxFuture + Send + Sync>;
+type AcceptCb = Arc<dyn Fn(&Pipe) + Send + Sync>;
 
 /// A set of server pipes sharing callbacks.
 #[derive(Clone, Default)]
@@ -82,6 +83,7 @@ pub struct Daemon {
     config: PipeConfig,
     msg_cbs: Vec<MsgCb>,
     end_cbs: Vec<EndCb>,
+    accept_cbs: Vec<AcceptCb>,
     pipes: Vec<Pipe>,
 }
 
@@ -100,6 +102,7 @@ impl Daemon {
             config,
             msg_cbs: Vec::new(),
             end_cbs: Vec::new(),
+            accept_cbs: Vec::new(),
             pipes: Vec::new(),
         }
     }
@@ -133,6 +136,20 @@ impl Daemon {
             pipe.add_end_cb(move |ended| cb(ended));
         }
         self.end_cbs.push(cb);
+    }
+
+    /// Runs `cb` on every connection any of the daemon's TCP servers
+    /// accepts, before its first message (see [`Pipe::add_accept_cb`]).
+    pub fn add_accept_cb<F>(&mut self, cb: F)
+    where
+        F: Fn(&Pipe) + Send + Sync + 'static,
+    {
+        let cb: AcceptCb = Arc::new(cb);
+        for pipe in &self.pipes {
+            let cb = cb.clone();
+            pipe.add_accept_cb(move |conn| cb(conn));
+        }
+        self.accept_cbs.push(cb);
     }
 
     /// Listens on every target × port × protocol allowed by `af` (manual:
@@ -179,6 +196,10 @@ impl Daemon {
                     for cb in &self.end_cbs {
                         let cb = cb.clone();
                         pipe.add_end_cb(move |ended| cb(ended));
+                    }
+                    for cb in &self.accept_cbs {
+                        let cb = cb.clone();
+                        pipe.add_accept_cb(move |conn| cb(conn));
                     }
                     self.pipes.push(pipe);
                 }

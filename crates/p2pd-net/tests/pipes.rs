@@ -731,3 +731,43 @@ async fn stream_writes_go_out_without_a_flush() {
         .expect("read");
     assert_eq!(back, big);
 }
+
+#[tokio::test]
+async fn accept_callbacks_see_each_connection_before_its_first_message() {
+    let mut daemon = Daemon::new(config());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    daemon.add_accept_cb(move |conn| {
+        // Per-connection state: the first message each connection sends.
+        let first = Arc::new(std::sync::OnceLock::new());
+        let tx = tx.clone();
+        conn.add_msg_cb(move |msg, _| {
+            let fresh = first.set(()).is_ok();
+            let tx = tx.clone();
+            async move {
+                if fresh {
+                    let _ = tx.send(msg.data.to_vec()).await;
+                }
+            }
+        });
+    });
+    let servers = daemon
+        .listen_specific(&[(V4, Protocol::Tcp)])
+        .await
+        .expect("listen");
+    let server = servers[0].local_addr();
+
+    for greeting in [&b"first of a"[..], b"first of b"] {
+        let client = Pipe::connect(Protocol::Tcp, server, None, &config())
+            .await
+            .expect("connect");
+        client.send(greeting, None).await.expect("send");
+        let seen = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the accept callback's per-connection callback ran")
+            .expect("channel open");
+        assert_eq!(seen, greeting);
+        client.send(b"second", None).await.expect("send");
+        client.close().await;
+    }
+    daemon.close().await;
+}

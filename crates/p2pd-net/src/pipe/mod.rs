@@ -180,6 +180,7 @@ pub enum RecvError {
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 type MsgCb = Arc<dyn Fn(Message, Pipe) -> BoxFuture + Send + Sync>;
 type EndCb = Arc<dyn Fn(Pipe) -> BoxFuture + Send + Sync>;
+type AcceptCb = Arc<dyn Fn(&Pipe) + Send + Sync>;
 
 /// A handle to a pipe; clones share it.
 #[derive(Clone)]
@@ -230,6 +231,7 @@ struct State {
     /// callbacks are added or removed.
     msg_cbs: Arc<Vec<(CallbackId, MsgCb)>>,
     end_cbs: Arc<Vec<(CallbackId, EndCb)>>,
+    accept_cbs: Arc<Vec<(CallbackId, AcceptCb)>>,
     forwards: Arc<Vec<Weak<Inner>>>,
     stream: Option<mpsc::Sender<Bytes>>,
     stream_taken: bool,
@@ -456,6 +458,21 @@ impl Pipe {
         let mut state = self.inner.state();
         let id = state.next_id();
         state.end_cbs = with(&state.end_cbs, (id, cb));
+        id
+    }
+
+    /// Runs `cb` on every connection a TCP server accepts, before the
+    /// connection's first message is read: callbacks that `cb` installs on
+    /// the connection see all of its messages, and state they keep is the
+    /// connection's own.
+    pub fn add_accept_cb<F>(&self, cb: F) -> CallbackId
+    where
+        F: Fn(&Pipe) + Send + Sync + 'static,
+    {
+        let cb: AcceptCb = Arc::new(cb);
+        let mut state = self.inner.state();
+        let id = state.next_id();
+        state.accept_cbs = with(&state.accept_cbs, (id, cb));
         id
     }
 
@@ -734,6 +751,7 @@ impl Pipe {
         let mut state = self.inner.state();
         state.msg_cbs = Arc::new(Vec::new());
         state.end_cbs = Arc::new(Vec::new());
+        state.accept_cbs = Arc::new(Vec::new());
     }
 
     /// Runs [`Pipe::finish`] on a task of its own; for the I/O loops.

@@ -212,7 +212,16 @@ async fn accept_loop(weak: Weak<Inner>, listener: TcpListener) {
             }
         };
         // Listed before its reader starts, so its end always finds it.
-        let replaced = server.inner.state().children.insert(from, client.clone());
+        let (replaced, accept_cbs) = {
+            let mut state = server.inner.state();
+            (
+                state.children.insert(from, client.clone()),
+                state.accept_cbs.clone(),
+            )
+        };
+        for (_, cb) in accept_cbs.iter() {
+            cb(&client);
+        }
         start_reader(&client, reader);
         if let Some(old) = replaced {
             // A new connection from the same address (a punched port reused):
