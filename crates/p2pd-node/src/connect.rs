@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use p2pd_net::pipe::{Pipe, PipeConfig, Protocol};
 use p2pd_proto::addr::PeerAddr;
+use p2pd_proto::reverse::Token;
 use p2pd_proto::signal::Body;
 use p2pd_proto::stun::behavior::NatType;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::config::Strategy;
-use crate::node::{Node, lock};
+use crate::node::{Command, Node};
 
 /// Head start of each strategy over the next when the peer is open.
 const STAGGER_OPEN: Duration = Duration::from_millis(250);
@@ -68,7 +69,7 @@ impl Node {
         if strategies.is_empty() {
             return Err(ConnectError { tried: Vec::new() });
         }
-        let config = &self.inner.config.connect;
+        let config = &self.shared.config.connect;
         let stagger = if peer.endpoints().all(|e| e.nat == NatType::Open) {
             STAGGER_OPEN
         } else {
@@ -138,9 +139,12 @@ impl Node {
     }
 
     async fn run(self, strategy: Strategy, peer: PeerAddr) -> (Strategy, Result<Pipe, String>) {
-        let budget = self.inner.config.connect.budget(strategy);
+        let budget = self.shared.config.connect.budget(strategy);
         let result = match strategy {
-            Strategy::Direct => dial(&self, &peer, budget).await,
+            Strategy::Direct => {
+                let ours: Vec<IpAddr> = self.addr().endpoints().map(|e| e.external).collect();
+                dial(&ours, &self.shared.lan_nets, &peer, budget).await
+            }
             Strategy::Reverse => reverse(&self, &peer, budget).await,
             Strategy::Punch | Strategy::Relay => {
                 Err(format!("{strategy} is not available in this version"))
@@ -151,9 +155,16 @@ impl Node {
 }
 
 /// Connects to every address `peer` lists at once, within `budget`; the
-/// first connection wins, the others are closed.
-pub(crate) async fn dial(node: &Node, peer: &PeerAddr, budget: Duration) -> Result<Pipe, String> {
-    let candidates = candidates(node, peer);
+/// first connection wins, the others are closed. `ours` (our external
+/// IPs) and `nets` (our networks) tell which of the peer's internal
+/// addresses are worth trying.
+pub(crate) async fn dial(
+    ours: &[IpAddr],
+    nets: &[ipnet::IpNet],
+    peer: &PeerAddr,
+    budget: Duration,
+) -> Result<Pipe, String> {
+    let candidates = candidates_for(ours, nets, peer);
     if candidates.is_empty() {
         return Err("the address lists no reachable endpoint".into());
     }
@@ -201,11 +212,6 @@ pub(crate) async fn dial(node: &Node, peer: &PeerAddr, budget: Duration) -> Resu
 /// Where to dial `peer`: its external addresses, and its internal ones when
 /// it shares an external address with us (behind the same NAT, or the same
 /// machine) or its internal address is on one of our networks (same LAN).
-fn candidates(node: &Node, peer: &PeerAddr) -> Vec<SocketAddr> {
-    let ours: Vec<IpAddr> = node.addr().endpoints().map(|e| e.external).collect();
-    candidates_for(&ours, &node.inner.lan_nets, peer)
-}
-
 fn candidates_for(
     our_external: &[IpAddr],
     our_nets: &[ipnet::IpNet],
@@ -233,20 +239,22 @@ fn is_link_local(ip: IpAddr) -> bool {
 /// Asks `peer` to connect back and waits for that connection.
 async fn reverse(node: &Node, peer: &PeerAddr, budget: Duration) -> Result<Pipe, String> {
     let started = Instant::now();
-    if !node.inner.signaling.wait_connected(budget).await {
+    if !node.shared.signaling.wait_connected(budget).await {
         return Err("no signaling broker is reachable".into());
     }
-    let token = format!("{:032x}", rand::random::<u128>());
-    let (tx, rx) = oneshot::channel();
-    lock(&node.inner.pending).insert(token.clone(), tx);
-    // Removes the request however this ends, also when a faster strategy
-    // cancels this one.
-    let _pending = PendingGuard {
-        node: node.clone(),
-        token: token.clone(),
-    };
+    let token = Token(rand::random());
+    // The node forgets the request once `rx` is dropped, however this
+    // ends (also when a faster strategy cancels this one).
+    let (reply, rx) = oneshot::channel();
+    let registered = node
+        .commands
+        .send(Command::AwaitReverse { token, reply })
+        .await;
+    if registered.is_err() {
+        return Err("the node is closed".into());
+    }
     let body = Body::Reverse {
-        token: token.clone(),
+        token: token.to_string(),
         addr: node.addr().to_string(),
     };
     let sent_on = node.send_signal(peer, body);
@@ -260,17 +268,6 @@ async fn reverse(node: &Node, peer: &PeerAddr, budget: Duration) -> Result<Pipe,
             "the peer did not connect back within {} ms",
             budget.as_millis()
         )),
-    }
-}
-
-struct PendingGuard {
-    node: Node,
-    token: String,
-}
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        lock(&self.node.inner.pending).remove(&self.token);
     }
 }
 

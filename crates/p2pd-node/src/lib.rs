@@ -4,10 +4,13 @@
 
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+mod candidates;
 pub mod config;
 pub mod connect;
 pub mod defaults;
+pub mod discovery;
 pub mod identity;
+pub mod locals;
 pub mod node;
 pub mod servers;
 pub mod signaling;

@@ -9,12 +9,12 @@
 //! node's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use p2pd_proto::addr::NodeId;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::servers::BrokerUrl;
@@ -45,12 +45,13 @@ pub fn topic(id: &NodeId) -> String {
 struct Link {
     url: BrokerUrl,
     client: AsyncClient,
-    connected: Arc<AtomicBool>,
 }
 
 /// Connections to every configured broker.
 pub struct Signaling {
     links: Vec<Link>,
+    /// Which links are subscribed now, by index.
+    up: Arc<watch::Sender<Vec<bool>>>,
     stop: CancellationToken,
     dropped: Arc<AtomicU64>,
 }
@@ -71,8 +72,9 @@ impl Signaling {
         let (tx, rx) = mpsc::channel(INBOX_DEPTH);
         let stop = CancellationToken::new();
         let dropped = Arc::new(AtomicU64::new(0));
+        let up = Arc::new(watch::Sender::new(vec![false; brokers.len()]));
         let mut links = Vec::new();
-        for url in brokers {
+        for (index, url) in brokers.iter().enumerate() {
             let client_id = format!("p2pd-{:016x}", rand::random::<u64>());
             let mut options = MqttOptions::new(client_id, url.server.host.clone(), url.server.port);
             options
@@ -80,11 +82,11 @@ impl Signaling {
                 .set_clean_session(true)
                 .set_max_packet_size(MAX_PACKET, MAX_PACKET);
             let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
-            let connected = Arc::new(AtomicBool::new(false));
             let driver = Driver {
                 client: client.clone(),
                 topic: topic(me),
-                connected: connected.clone(),
+                up: up.clone(),
+                index,
                 tx: tx.clone(),
                 dropped: dropped.clone(),
                 stop: stop.clone(),
@@ -94,12 +96,12 @@ impl Signaling {
             links.push(Link {
                 url: url.clone(),
                 client,
-                connected,
             });
         }
         (
             Signaling {
                 links,
+                up,
                 stop,
                 dropped,
             },
@@ -112,12 +114,14 @@ impl Signaling {
     /// queued.
     pub fn publish(&self, to: &NodeId, indexes: &[u8], envelope: &[u8]) -> usize {
         let topic = topic(to);
+        let up = self.up.borrow().clone();
         indexes
             .iter()
-            .filter_map(|i| self.links.get(usize::from(*i)))
+            .map(|i| usize::from(*i))
             // A link that is down would queue the message until it is
             // stale, and fill the queue the re-subscription needs.
-            .filter(|link| link.connected.load(Ordering::Relaxed))
+            .filter(|i| up.get(*i).copied().unwrap_or(false))
+            .filter_map(|i| self.links.get(i))
             .filter(|link| {
                 link.client
                     .try_publish(topic.clone(), QoS::AtLeastOnce, false, envelope.to_vec())
@@ -129,27 +133,26 @@ impl Signaling {
 
     /// Indexes of the brokers connected now.
     pub fn connected(&self) -> Vec<u8> {
-        self.links
+        self.up
+            .borrow()
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.connected.load(Ordering::Relaxed))
+            .filter(|(_, up)| **up)
             .filter_map(|(i, _)| u8::try_from(i).ok())
             .collect()
     }
 
     /// Waits until a broker is connected, at most `limit`; returns whether
     /// one is.
+    ///
+    /// Cancel-safe.
     pub async fn wait_connected(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if !self.connected().is_empty() {
-                return true;
-            }
-            if self.links.is_empty() || tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if self.links.is_empty() {
+            return false;
         }
+        let mut up = self.up.subscribe();
+        let any = up.wait_for(|links| links.iter().any(|l| *l));
+        matches!(tokio::time::timeout(limit, any).await, Ok(Ok(_)))
     }
 
     /// Disconnects from every broker.
@@ -169,11 +172,23 @@ impl Drop for Signaling {
     }
 }
 
+/// Records whether link `index` is subscribed; wakes waiters on a change.
+fn set_up(up: &watch::Sender<Vec<bool>>, index: usize, now: bool) {
+    up.send_if_modified(|links| match links.get_mut(index) {
+        Some(link) if *link != now => {
+            *link = now;
+            true
+        }
+        _ => false,
+    });
+}
+
 /// What one broker's event loop task needs.
 struct Driver {
     client: AsyncClient,
     topic: String,
-    connected: Arc<AtomicBool>,
+    up: Arc<watch::Sender<Vec<bool>>>,
+    index: usize,
     tx: mpsc::Sender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -187,7 +202,8 @@ impl Driver {
         let Driver {
             client,
             topic,
-            connected,
+            up,
+            index,
             tx,
             dropped,
             stop,
@@ -209,7 +225,7 @@ impl Driver {
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    connected.store(true, Ordering::Relaxed);
+                    set_up(&up, index, true);
                     tracing::debug!(broker = %url, "signaling subscribed");
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == topic => {
@@ -223,7 +239,7 @@ impl Driver {
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    connected.store(false, Ordering::Relaxed);
+                    set_up(&up, index, false);
                     if up_since.take().is_some_and(|at| at.elapsed() >= STABLE) {
                         backoff = BACKOFF_MIN;
                     }

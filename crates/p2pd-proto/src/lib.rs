@@ -14,6 +14,7 @@
 pub mod addr;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod reverse;
 pub mod route;
 pub mod signal;
 pub mod stun;

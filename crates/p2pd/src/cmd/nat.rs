@@ -1,11 +1,11 @@
 //! `p2pd nat`: external address, NAT type and port delta of every interface.
 
-use std::net::IpAddr;
-
 use anyhow::Context;
-use p2pd_net::interfaces::{self, Interface};
-use p2pd_net::stun::discovery::{DiscoveryOptions, NatReport, discover};
+use p2pd_net::interfaces;
+use p2pd_net::stun::discovery::{DiscoveryOptions, NatReport};
 use p2pd_node::config::NodeConfig;
+use p2pd_node::discovery;
+use p2pd_node::locals::{self, Local};
 use p2pd_node::servers::HostPort;
 use serde_json::{Value, json};
 
@@ -22,22 +22,15 @@ pub(crate) struct Args {
     stun: Vec<HostPort>,
 }
 
-/// One interface and address family to test.
-struct Target {
-    name: String,
-    ip: IpAddr,
-    scope_id: u32,
-}
-
 pub(crate) async fn run(args: &Args, config: &NodeConfig) -> anyhow::Result<()> {
     let names = if args.stun.is_empty() {
         &config.stun_servers
     } else {
         &args.stun
     };
-    let servers = p2pd_node::node::resolve_stun(names).await;
+    let servers = discovery::resolve_stun(names).await;
     let all = interfaces::list().context("listing interfaces")?;
-    let mut targets = targets(&all, &config.interfaces);
+    let mut targets = locals::select(&all, &config.interfaces);
     // A family with no server cannot be tested; say so instead of calling
     // it blocked.
     targets.retain(|t| {
@@ -51,22 +44,10 @@ pub(crate) async fn run(args: &Args, config: &NodeConfig) -> anyhow::Result<()> 
         }
         served
     });
-    // Every interface at once: each test mostly waits on its sockets.
-    let mut runs = tokio::task::JoinSet::new();
-    for (n, target) in targets.iter().enumerate() {
-        let (ip, scope_id, servers) = (target.ip, target.scope_id, servers.clone());
-        runs.spawn(async move {
-            let report = discover(ip, scope_id, &servers, &DiscoveryOptions::default()).await;
-            (n, report)
-        });
-    }
-    let mut reports = Vec::new();
-    while let Some(joined) = runs.join_next().await {
-        reports.push(joined.context("a discovery task failed")?);
-    }
-    reports.sort_by_key(|(n, _)| *n);
+    let reports = discovery::discover_each(&targets, &servers, &DiscoveryOptions::default()).await;
     let mut entries = Vec::new();
-    for (target, (_, report)) in targets.iter().zip(reports) {
+    for (n, report) in reports {
+        let target = &targets[n];
         let report = report.with_context(|| format!("testing {}", target.name))?;
         entries.push((target, report));
     }
@@ -83,31 +64,7 @@ pub(crate) async fn run(args: &Args, config: &NodeConfig) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn targets(all: &[Interface], only: &[String]) -> Vec<Target> {
-    let mut targets = Vec::new();
-    for i in all.iter().filter(|i| i.has_route()) {
-        if !only.is_empty() && !only.contains(&i.name) {
-            continue;
-        }
-        if let Some(v4) = i.ipv4.first() {
-            targets.push(Target {
-                name: i.name.clone(),
-                ip: IpAddr::V4(v4.addr()),
-                scope_id: 0,
-            });
-        }
-        if let Some(v6) = i.ipv6_global.first() {
-            targets.push(Target {
-                name: i.name.clone(),
-                ip: IpAddr::V6(v6.addr()),
-                scope_id: 0,
-            });
-        }
-    }
-    targets
-}
-
-fn to_json(target: &Target, r: &NatReport) -> Value {
+fn to_json(target: &Local, r: &NatReport) -> Value {
     json!({
         "name": target.name,
         "af": if target.ip.is_ipv4() { "ipv4" } else { "ipv6" },
@@ -135,7 +92,7 @@ fn to_json(target: &Target, r: &NatReport) -> Value {
     })
 }
 
-fn to_text(target: &Target, r: &NatReport) -> String {
+fn to_text(target: &Local, r: &NatReport) -> String {
     let external = r.external.map_or("no answer".to_owned(), |a| a.to_string());
     let mut text = format!(
         "{} {} -> {external}: {} (code {}), delta {} {} (code {}), {} ms, {} requests",

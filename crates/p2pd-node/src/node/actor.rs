@@ -1,0 +1,301 @@
+//! The task that owns a node's state. Everything that changes it arrives
+//! as a [`Command`] on one bounded channel (from handles, accepted
+//! connections and the node's own tasks) or as a signaling envelope; what
+//! others read is published on `watch` channels.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use p2pd_net::daemon::Daemon;
+use p2pd_net::pipe::Pipe;
+use p2pd_net::stun::discovery::DiscoveryOptions;
+use p2pd_proto::addr::{NodeId, PeerAddr};
+use p2pd_proto::reverse::Token;
+use p2pd_proto::signal::{Body, Inbox, Signal};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::binds::{self, Binds};
+use super::dialback::{Admission, DialBack, dialable};
+use super::{DISCOVERY_LIMIT, Shared, Status, inbound, unix_ms};
+use crate::candidates::{Candidates, Reflexive};
+use crate::config::Strategy;
+use crate::discovery;
+use crate::locals::Local;
+
+/// What the actor is asked to do.
+pub(crate) enum Command {
+    /// Remember a reverse request of ours; its connection goes to `reply`.
+    AwaitReverse {
+        token: Token,
+        reply: oneshot::Sender<Pipe>,
+    },
+    /// An accepted connection began with a reverse preamble: if it answers
+    /// one of our requests, hand it over and say so.
+    Claim {
+        token: Token,
+        conn: Pipe,
+        claimed: oneshot::Sender<bool>,
+    },
+    /// What discovery found (local address index, what STUN saw); `first`
+    /// for the round that starts with the node.
+    Discovered {
+        found: Vec<(usize, Reflexive)>,
+        first: bool,
+    },
+    /// Stop everything; `done` is answered once the servers are closed.
+    Close { done: oneshot::Sender<()> },
+}
+
+/// What [`Actor::new`] takes over.
+pub(crate) struct Parts {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) me: mpsc::WeakSender<Command>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) envelopes: mpsc::Receiver<Vec<u8>>,
+    pub(crate) daemon: Daemon,
+    pub(crate) candidates: Candidates,
+    pub(crate) binds: Binds,
+    pub(crate) brokers: Vec<u8>,
+    pub(crate) addr: watch::Sender<PeerAddr>,
+    pub(crate) status: watch::Sender<Status>,
+}
+
+pub(crate) struct Actor {
+    parts: Parts,
+    inbox: Inbox,
+    /// Our reverse requests waiting for their connection.
+    pending: HashMap<Token, oneshot::Sender<Pipe>>,
+    admission: Admission,
+    /// Cancelled when the node stops: its tasks end with it.
+    stop: CancellationToken,
+}
+
+impl Actor {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let inbox = Inbox::new(parts.shared.identity.clone());
+        let mut actor = Self {
+            parts,
+            inbox,
+            pending: HashMap::new(),
+            admission: Admission::new(),
+            stop: CancellationToken::new(),
+        };
+        let me = actor.parts.me.clone();
+        let hooks = actor.parts.shared.hooks.subscribe();
+        actor
+            .parts
+            .daemon
+            .add_accept_cb(move |conn| inbound::on_accept(conn, me.clone(), hooks.clone()));
+        actor
+    }
+
+    /// Runs until closed or until every handle is dropped.
+    pub(crate) async fn run(mut self) {
+        let served: Vec<usize> = (0..self.parts.candidates.locals().len())
+            .filter(|n| self.parts.candidates.is_served(*n))
+            .collect();
+        self.discover(served, true);
+        let mut retry = tokio::time::interval(binds::RETRY_EVERY);
+        loop {
+            tokio::select! {
+                command = self.parts.commands.recv() => match command {
+                    Some(Command::Close { done }) => {
+                        self.shut_down().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(command) => self.handle(command),
+                    None => break,
+                },
+                Some(envelope) = self.parts.envelopes.recv() => self.on_envelope(&envelope),
+                _ = retry.tick(), if !self.parts.binds.is_empty() => self.retry_binds().await,
+            }
+        }
+        self.shut_down().await;
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::AwaitReverse { token, reply } => {
+                // Requests whose connect has given up are forgotten here.
+                self.pending.retain(|_, waiting| !waiting.is_closed());
+                self.pending.insert(token, reply);
+            }
+            Command::Claim {
+                token,
+                conn,
+                claimed,
+            } => {
+                let ours = match self.pending.remove(&token) {
+                    // The connect that asked may have been won by another
+                    // strategy meanwhile: then nobody wants this one.
+                    Some(waiting) => match waiting.send(conn) {
+                        Ok(()) => true,
+                        Err(unwanted) => {
+                            tokio::spawn(async move { unwanted.close().await });
+                            true
+                        }
+                    },
+                    None => false,
+                };
+                let _ = claimed.send(ours);
+            }
+            Command::Discovered { found, first } => {
+                for (local, reflexive) in found {
+                    self.parts.candidates.set_reflexive(local, reflexive);
+                }
+                self.publish_address();
+                if first {
+                    self.parts.status.send_modify(|s| s.discovered = true);
+                }
+            }
+            Command::Close { done } => {
+                // Handled by `run`, which must await the shutdown.
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn on_envelope(&mut self, envelope: &[u8]) {
+        let opened = self.inbox.open(unix_ms(), envelope);
+        let stats = self.inbox.stats();
+        self.parts.status.send_modify(|s| s.signals = stats);
+        match opened {
+            Ok((from, signal)) => self.on_signal(from, signal),
+            Err(reason) => tracing::debug!(%reason, "signal dropped"),
+        }
+    }
+
+    fn on_signal(&mut self, from: NodeId, signal: Signal) {
+        match signal.body {
+            Body::Reverse { token, addr } => self.on_reverse(from, &token, &addr),
+            Body::Ping => tracing::debug!(%from, "ping"),
+            _ => tracing::debug!(%from, "unknown signal"),
+        }
+    }
+
+    /// A reverse request: dial the asker back, if its address is its own
+    /// and one we may dial, and the dial-back limits allow it.
+    fn on_reverse(&mut self, from: NodeId, token: &str, addr: &str) {
+        let Ok(asker) = addr.parse::<PeerAddr>() else {
+            tracing::debug!(%from, "reverse request with a bad address");
+            return;
+        };
+        let Ok(token) = token.parse::<Token>() else {
+            tracing::debug!(%from, "reverse request with a bad token");
+            return;
+        };
+        let ours: Vec<_> = self
+            .parts
+            .addr
+            .borrow()
+            .endpoints()
+            .map(|e| e.external)
+            .collect();
+        let offline = ours.iter().all(|ip| ip.is_loopback());
+        // The address must be the signer's own: nobody can make us dial a
+        // third party in someone else's name.
+        if asker.node_id != from || !dialable(&asker, offline) {
+            tracing::debug!(%from, "reverse request refused");
+            return;
+        }
+        let Some(permits) = self.admission.admit(from) else {
+            tracing::debug!(%from, "dial back refused: too many");
+            return;
+        };
+        let shared = &self.parts.shared;
+        let dial_back = DialBack {
+            asker,
+            token,
+            permits,
+            ours,
+            nets: shared.lan_nets.clone(),
+            budget: shared.config.connect.budget(Strategy::Reverse),
+            hooks: shared.hooks.subscribe(),
+            stop: self.stop.clone(),
+        };
+        tokio::spawn(dial_back.run());
+    }
+
+    async fn retry_binds(&mut self) {
+        let parts = &mut self.parts;
+        let newly = parts
+            .binds
+            .retry(&mut parts.daemon, &mut parts.candidates)
+            .await;
+        if !newly.is_empty() {
+            self.publish_address();
+            self.discover(newly, false);
+        }
+    }
+
+    /// Runs STUN discovery for some local addresses on a task of its own
+    /// (at most [`DISCOVERY_LIMIT`]); the result comes back as
+    /// [`Command::Discovered`].
+    fn discover(&self, which: Vec<usize>, first: bool) {
+        let locals: Vec<(usize, Local)> = which
+            .into_iter()
+            .filter_map(|n| {
+                self.parts
+                    .candidates
+                    .locals()
+                    .get(n)
+                    .map(|l| (n, l.clone()))
+            })
+            .filter(|(_, l)| !l.ip.is_loopback())
+            .collect();
+        let names = self.parts.shared.config.stun_servers.clone();
+        let me = self.parts.me.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            let run = async {
+                let servers = discovery::resolve_stun(&names).await;
+                if servers.is_empty() || locals.is_empty() {
+                    return Vec::new();
+                }
+                let only: Vec<Local> = locals.iter().map(|(_, l)| l.clone()).collect();
+                let reports =
+                    discovery::discover_each(&only, &servers, &DiscoveryOptions::default()).await;
+                reports
+                    .into_iter()
+                    .filter_map(|(i, report)| {
+                        let report = report.ok()?;
+                        let external = report.external?;
+                        let reflexive = Reflexive {
+                            external: external.ip(),
+                            nat: report.nat,
+                            delta: report.delta,
+                        };
+                        Some((locals[i].0, reflexive))
+                    })
+                    .collect()
+            };
+            let found = tokio::select! {
+                () = stop.cancelled() => return,
+                found = tokio::time::timeout(DISCOVERY_LIMIT, run) => found.unwrap_or_default(),
+            };
+            if let Some(me) = me.upgrade() {
+                let _ = me.send(Command::Discovered { found, first }).await;
+            }
+        });
+    }
+
+    fn publish_address(&self) {
+        let id = self.parts.shared.identity.id();
+        let addr = self.parts.candidates.address(&self.parts.brokers, id);
+        self.parts.addr.send_if_modified(|current| {
+            let changed = *current != addr;
+            *current = addr;
+            changed
+        });
+    }
+
+    async fn shut_down(&mut self) {
+        self.stop.cancel();
+        self.parts.shared.signaling.close();
+        self.parts.daemon.close().await;
+        // Whoever waits for the first address is not left waiting.
+        self.parts.status.send_modify(|s| s.discovered = true);
+    }
+}

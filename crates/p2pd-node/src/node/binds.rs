@@ -1,0 +1,174 @@
+//! Binding the node server on every local address, on one port.
+//! Addresses the kernel does not let us use yet are bound when it does:
+//! an IPv6 address is tentative for a second or so after its link comes
+//! up (duplicate address detection), and the link-local one may not exist
+//! yet at all.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use p2pd_net::daemon::Daemon;
+use p2pd_net::interfaces;
+use p2pd_net::pipe::{PipeError, Protocol};
+use tokio::time::Instant;
+
+use super::NodeError;
+use crate::candidates::Candidates;
+use crate::locals::link_local_of;
+
+/// How often addresses that were not usable are tried again, and for how
+/// long: DAD takes about a second (one probe, one second's wait), longer
+/// where more probes are configured.
+pub(super) const RETRY_EVERY: Duration = Duration::from_millis(200);
+const RETRY_LIMIT: Duration = Duration::from_secs(60);
+
+/// A socket not bound yet: the own IP of local address `local`, or its
+/// link-local address (`addr` is `None` while the kernel has not made
+/// one).
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    local: usize,
+    link_local: bool,
+    addr: Option<SocketAddr>,
+}
+
+/// The sockets still to bind.
+#[derive(Debug)]
+pub(crate) struct Binds {
+    waiting: Vec<Waiting>,
+    give_up: Instant,
+    /// The port every socket shares: the configured one, or the first
+    /// one the OS picked (0 until then).
+    port: u16,
+}
+
+/// Listens on every local address (and IPv6 link-local) on one port;
+/// port 0 takes the first free one. What the kernel does not let us use
+/// yet is returned to be bound later; any other failure stops the node.
+pub(crate) async fn listen(
+    daemon: &mut Daemon,
+    candidates: &mut Candidates,
+    port: u16,
+) -> Result<Binds, NodeError> {
+    let mut port = port;
+    let mut waiting = Vec::new();
+    for (n, local) in candidates.locals().to_vec().into_iter().enumerate() {
+        let mut addrs = vec![(scoped(local.ip, 0, 0), false)];
+        match local.link_local {
+            Some((ll, scope)) => addrs.push((scoped(ll, 0, scope), true)),
+            None if local.ip.is_ipv6() => waiting.push(Waiting {
+                local: n,
+                link_local: true,
+                addr: None,
+            }),
+            None => {}
+        }
+        for (mut addr, link_local) in addrs {
+            addr.set_port(port);
+            match bind(daemon, addr).await {
+                Ok(bound) => {
+                    port = bound;
+                    candidates.serve(n, link_local, port);
+                }
+                Err(PipeError::Bind(err)) if err.is_not_ready() => {
+                    tracing::info!(%addr, "address not usable yet (duplicate address detection); served once it is");
+                    waiting.push(Waiting {
+                        local: n,
+                        link_local,
+                        addr: Some(addr),
+                    });
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    Ok(Binds {
+        waiting,
+        give_up: Instant::now() + RETRY_LIMIT,
+        port,
+    })
+}
+
+impl Binds {
+    /// The port the node server listens on (0 while nothing is bound).
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether every socket is bound (or given up on).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Tries the waiting sockets again; returns the local addresses whose
+    /// own IP is newly served.
+    pub(crate) async fn retry(
+        &mut self,
+        daemon: &mut Daemon,
+        candidates: &mut Candidates,
+    ) -> Vec<usize> {
+        if Instant::now() >= self.give_up {
+            for w in self.waiting.drain(..) {
+                match w.addr {
+                    Some(addr) => tracing::warn!(%addr, "address never became usable; not served"),
+                    // Legitimate: links can be set to make none.
+                    None => tracing::debug!(local = w.local, "interface has no link-local address"),
+                }
+            }
+            return Vec::new();
+        }
+        let listed = if self.waiting.iter().any(|w| w.addr.is_none()) {
+            interfaces::list().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut newly = Vec::new();
+        let mut still = Vec::new();
+        for mut w in std::mem::take(&mut self.waiting) {
+            if w.addr.is_none() {
+                let os_index = candidates.locals()[w.local].os_index;
+                let found = listed
+                    .iter()
+                    .find(|i| i.index == os_index)
+                    .and_then(link_local_of);
+                if let Some(ll) = found {
+                    candidates.set_link_local(w.local, ll);
+                    w.addr = Some(scoped(ll.0, 0, ll.1));
+                }
+            }
+            let Some(mut addr) = w.addr else {
+                still.push(w);
+                continue;
+            };
+            addr.set_port(self.port);
+            match bind(daemon, addr).await {
+                Ok(port) => {
+                    self.port = port;
+                    tracing::info!(%addr, port, "address usable; now served");
+                    candidates.serve(w.local, w.link_local, port);
+                    if !w.link_local {
+                        newly.push(w.local);
+                    }
+                }
+                Err(PipeError::Bind(err)) if err.is_not_ready() => still.push(w),
+                Err(err) => tracing::warn!(%addr, %err, "address not served"),
+            }
+        }
+        self.waiting = still;
+        newly
+    }
+}
+
+/// Listens on `addr`; returns the port it got.
+async fn bind(daemon: &mut Daemon, addr: SocketAddr) -> Result<u16, PipeError> {
+    let pipes = daemon.listen_specific(&[(addr, Protocol::Tcp)]).await?;
+    Ok(pipes.first().map_or(addr.port(), |p| p.local_addr().port()))
+}
+
+/// `ip` on `port`, with the scope id when it is IPv6.
+fn scoped(ip: IpAddr, port: u16, scope: u32) -> SocketAddr {
+    match ip {
+        IpAddr::V6(v6) => SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, scope)),
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V4(v4), port),
+    }
+}

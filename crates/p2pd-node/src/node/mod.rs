@@ -1,0 +1,268 @@
+//! A running peer, as an actor: one task owns the node's state, and
+//! [`Node`] is a cloneable handle to it.
+//!
+//! ```text
+//! Node (handle) ──commands (bounded)──► actor task: servers, candidates, inbox,
+//!      ▲                                 pending reverse requests, dial-backs
+//!      └────────── watch: address, status ◄┘
+//! Node::start ─► bind every local address ─► spawn the actor ─► discovery (≤ 3 s)
+//! Node::connect(addr) ─► strategies, on the caller's task (see `connect`)
+//! ```
+//!
+//! ECHO is served on every connection a remote peer asked for: accepted
+//! ones, and ones dialled back for a reverse request; never on connections
+//! this node's user opened.
+
+mod actor;
+mod binds;
+mod dialback;
+mod inbound;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use p2pd_net::daemon::Daemon;
+use p2pd_net::interfaces;
+use p2pd_net::pipe::{Message, Pipe, PipeConfig};
+use p2pd_proto::addr::{NodeId, PeerAddr};
+use p2pd_proto::signal::{Body, Identity, InboxStats, Signal, seal};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::candidates::Candidates;
+use crate::config::NodeConfig;
+use crate::locals::{self, Local};
+use crate::signaling::Signaling;
+
+pub(crate) use actor::Command;
+pub use inbound::ECHO;
+
+/// Discovery is given this long before the first address is final.
+pub const DISCOVERY_LIMIT: Duration = Duration::from_secs(3);
+/// Commands waiting for the actor; senders wait when it is full.
+const COMMAND_QUEUE: usize = 64;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The identity could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// Interfaces could not be listed.
+    #[error(transparent)]
+    Interfaces(#[from] interfaces::InterfaceError),
+    /// The node server could not listen.
+    #[error("node server: {0}")]
+    Listen(#[from] p2pd_net::pipe::PipeError),
+}
+
+/// What a node knows about itself, besides its address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The first discovery round has ended.
+    pub discovered: bool,
+    /// Signaling envelopes accepted and dropped, by reason.
+    pub signals: InboxStats,
+}
+
+/// A handle to a running node. Clones share it; the node stops when
+/// [`Node::close`] is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) commands: mpsc::Sender<Command>,
+    addr: watch::Receiver<PeerAddr>,
+    status: watch::Receiver<Status>,
+}
+
+/// What never changes while a node runs, or changes only through a
+/// `watch`: shared by the handles, the actor and its tasks.
+pub(crate) struct Shared {
+    pub(crate) identity: Identity,
+    pub(crate) config: NodeConfig,
+    pub(crate) signaling: Signaling,
+    /// Our interfaces' networks, to spot peers on the same LAN.
+    pub(crate) lan_nets: Vec<ipnet::IpNet>,
+    /// The application's hooks on remote-initiated connections.
+    pub(crate) hooks: watch::Sender<inbound::Hooks>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node: servers, signaling, and discovery in the background.
+    /// Returns once it listens on what it can bind; [`Node::discovered`]
+    /// tells when its address is final.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let identity = match config.identity_dir() {
+            Some(dir) => crate::identity::load_or_create(dir)?,
+            None => crate::identity::throwaway(),
+        };
+        let all = interfaces::list()?;
+        let mut chosen = locals::select(&all, &config.interfaces);
+        if chosen.is_empty() {
+            // Offline: loopback still lets this machine's nodes reach each
+            // other.
+            chosen.push(Local {
+                name: "lo".into(),
+                if_index: 0,
+                os_index: 0,
+                ip: IpAddr::from([127, 0, 0, 1]),
+                link_local: None,
+            });
+        }
+        let lan_nets = all
+            .iter()
+            .filter(|i| i.has_route())
+            .flat_map(|i| {
+                let v4 = i.ipv4.iter().map(|n| ipnet::IpNet::V4(*n));
+                let v6 = i.ipv6_global.iter().map(|n| ipnet::IpNet::V6(*n));
+                v4.chain(v6).collect::<Vec<_>>()
+            })
+            .collect();
+        let mut candidates = Candidates::new(chosen);
+        let mut daemon = Daemon::new(PipeConfig::default());
+        let binds = binds::listen(&mut daemon, &mut candidates, config.port).await?;
+        let joined = if config.joins_brokers() {
+            &config.brokers[..]
+        } else {
+            &[]
+        };
+        let brokers: Vec<u8> = (0..joined.len().min(p2pd_proto::addr::MAX_BROKERS))
+            .filter_map(|i| u8::try_from(i).ok())
+            .collect();
+        let (signaling, envelopes) = Signaling::start(joined, &identity.id());
+        let addr = watch::Sender::new(candidates.address(&brokers, identity.id()));
+        let status = watch::Sender::new(Status::default());
+        let shared = Arc::new(Shared {
+            identity,
+            config,
+            signaling,
+            lan_nets,
+            hooks: watch::Sender::new(Arc::new(Vec::new())),
+        });
+        let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+        let node = Node {
+            shared: shared.clone(),
+            commands: commands.clone(),
+            addr: addr.subscribe(),
+            status: status.subscribe(),
+        };
+        tracing::info!(id = %node.id(), port = binds.port(), "node up");
+        let actor = actor::Actor::new(actor::Parts {
+            shared,
+            me: commands.downgrade(),
+            commands: inbox,
+            envelopes,
+            daemon,
+            candidates,
+            binds,
+            brokers,
+            addr,
+            status,
+        });
+        tokio::spawn(actor.run());
+        Ok(node)
+    }
+
+    /// This node's id (its public key).
+    pub fn id(&self) -> NodeId {
+        self.shared.identity.id()
+    }
+
+    /// The current address (external IPs are the interfaces' own until
+    /// discovery has ended).
+    pub fn addr(&self) -> PeerAddr {
+        self.addr.borrow().clone()
+    }
+
+    /// The current address, and every later change of it.
+    pub fn watch_addr(&self) -> watch::Receiver<PeerAddr> {
+        self.addr.clone()
+    }
+
+    /// Waits until the first discovery round has ended (at most
+    /// [`DISCOVERY_LIMIT`] after start), or the node has stopped.
+    ///
+    /// Cancel-safe.
+    pub async fn discovered(&self) {
+        let mut status = self.status.clone();
+        let _ = status.wait_for(|s| s.discovered).await;
+    }
+
+    /// Runs `cb` on every message of every connection a remote peer opened
+    /// to this node (besides ECHO, which is always served): the hook for an
+    /// application's own protocol. `cb` gets the connection to answer on.
+    pub fn add_msg_cb<F, Fut>(&self, cb: F)
+    where
+        F: Fn(Message, Pipe) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let hook: inbound::Hook = Arc::new(move |msg, pipe| Box::pin(cb(msg, pipe)));
+        self.shared.hooks.send_modify(|hooks| {
+            let mut more = Vec::clone(hooks);
+            more.push(hook);
+            *hooks = Arc::new(more);
+        });
+    }
+
+    /// Waits until signaling is up on at least one broker, at most `limit`;
+    /// returns whether it is.
+    ///
+    /// Cancel-safe.
+    pub async fn signaling_ready(&self, limit: Duration) -> bool {
+        self.shared.signaling.wait_connected(limit).await
+    }
+
+    /// Signaling envelopes accepted and dropped, by reason.
+    pub fn signal_stats(&self) -> InboxStats {
+        self.status.borrow().signals
+    }
+
+    /// Stops serving, signaling and discovery; returns once the servers are
+    /// closed.
+    ///
+    /// Cancel-safe: the node stops even if this future is dropped.
+    pub async fn close(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.commands.send(Command::Close { done }).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+
+    /// Seals and publishes a signal to `to` on the brokers its address
+    /// lists; returns on how many it was queued.
+    pub(crate) fn send_signal(&self, to: &PeerAddr, body: Body) -> usize {
+        self.shared.send_signal(to, body)
+    }
+}
+
+impl Shared {
+    /// See [`Node::send_signal`].
+    pub(crate) fn send_signal(&self, to: &PeerAddr, body: Body) -> usize {
+        let signal = Signal {
+            id: format!("{:032x}", rand::random::<u128>()),
+            sent_ms: unix_ms(),
+            body,
+        };
+        let Some(envelope) = seal(&self.identity, &to.node_id, &signal, rand::random()) else {
+            return 0;
+        };
+        self.signaling.publish(&to.node_id, &to.brokers, &envelope)
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
