@@ -224,10 +224,7 @@ async fn tcp_rtt_raw() -> Measured {
     let started = Instant::now();
     for _ in 0..ROUND_TRIPS {
         sock.write_all(&buf).await.map_err(because("write"))?;
-        tokio::time::timeout(STALLED, sock.read_exact(&mut buf))
-            .await
-            .map_err(because("echo"))?
-            .map_err(because("read"))?;
+        sock.read_exact(&mut buf).await.map_err(because("read"))?;
     }
     Ok(f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64())
 }
@@ -356,10 +353,7 @@ async fn udp_rtt_raw() -> Measured {
     let started = Instant::now();
     for _ in 0..ROUND_TRIPS {
         client.send(&buf).await.map_err(because("send"))?;
-        tokio::time::timeout(STALLED, client.recv(&mut buf))
-            .await
-            .map_err(because("echo"))?
-            .map_err(because("recv"))?;
+        client.recv(&mut buf).await.map_err(because("recv"))?;
     }
     Ok(f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64())
 }

@@ -45,24 +45,16 @@ pub(super) fn wrap(
     pipe
 }
 
-/// Receives until close. Errors on one datagram (such as an ICMP error
+/// Receives until `close` (or the last handle dropping) aborts it. Errors on one datagram (such as an ICMP error
 /// reported on the socket) never end a UDP pipe.
 async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
-    let Some((closed, limit)) = weak
-        .upgrade()
-        .map(|inner| (inner.closed.clone(), inner.config.read_buffer))
-    else {
+    let Some(limit) = weak.upgrade().map(|inner| inner.config.read_buffer) else {
         return;
     };
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        tokio::select! {
-            () = closed.cancelled() => break,
-            ready = socket.readable() => {
-                if ready.is_err() {
-                    break;
-                }
-            }
+        if socket.readable().await.is_err() {
+            break;
         }
         if buf.len() != limit {
             buf.resize(limit, 0);
@@ -82,9 +74,11 @@ async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
             data: Bytes::copy_from_slice(&buf[..n]),
             from,
         };
-        tokio::select! {
-            () = pipe.deliver(msg, &pipe) => {}
-            () = closed.cancelled() => break,
+        pipe.deliver(msg, &pipe).await;
+        // A callback that closed this pipe ran on this task, which `close`
+        // cannot abort from inside: stop here.
+        if pipe.inner.closed.is_cancelled() {
+            break;
         }
     }
     if let Some(pipe) = Pipe::upgrade(&weak) {
