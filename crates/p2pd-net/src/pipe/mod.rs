@@ -324,23 +324,34 @@ impl Pipe {
         match &self.inner.io {
             Io::Tcp(writer) => {
                 let closed = &self.inner.closed;
-                // Biased: the operation is polled first, so when it is ready
-                // at once (nearly always) the cancellation is never polled
-                // and costs no waiter registration.
-                let mut guard = tokio::select! {
-                    biased;
-                    guard = writer.lock() => guard,
-                    () = closed.cancelled() => return Err(PipeError::Closed),
+                // Fast path, no future polled: no other send in progress.
+                let mut guard = match writer.try_lock() {
+                    Ok(guard) => guard,
+                    Err(_) => tokio::select! {
+                        biased;
+                        guard = writer.lock() => guard,
+                        () = closed.cancelled() => return Err(PipeError::Closed),
+                    },
                 };
                 let Some(w) = guard.as_mut() else {
                     return Err(PipeError::Closed);
                 };
-                // A peer that stops reading must not keep `close` waiting
-                // for this write.
-                tokio::select! {
-                    biased;
-                    written = w.write_all(data) => written?,
-                    () = closed.cancelled() => return Err(PipeError::Closed),
+                // Fast path again: the kernel usually takes it all at once.
+                let written = match w.try_write(data) {
+                    Ok(n) => n,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
+                    Err(err) => return Err(err.into()),
+                };
+                if written < data.len() {
+                    // A peer that stops reading must not keep `close`
+                    // waiting for this write. Biased: the write is polled
+                    // first, so the cancellation costs nothing while the
+                    // write makes progress.
+                    tokio::select! {
+                        biased;
+                        rest = w.write_all(&data[written..]) => rest?,
+                        () = closed.cancelled() => return Err(PipeError::Closed),
+                    }
                 }
                 Ok(data.len())
             }
@@ -427,7 +438,7 @@ impl Pipe {
             if let Some(msg) = lock(&sub.queue).pop() {
                 return Ok(msg);
             }
-            if self.inner.end_ran.load(Ordering::Acquire) {
+            if self.has_ended() {
                 return Err(RecvError::Closed);
             }
             match expiry.as_mut().as_pin_mut() {
@@ -770,6 +781,12 @@ impl Pipe {
         let mut state = self.inner.state();
         Arc::make_mut(&mut state.consumers).msg_cbs = Vec::new();
         state.end_cbs = Arc::new(Vec::new());
+    }
+
+    /// Whether [`Pipe::finish`] has started: the pipe was closed, or its
+    /// loop already stopped.
+    fn has_ended(&self) -> bool {
+        self.inner.end_ran.load(Ordering::Acquire)
     }
 
     /// Runs [`Pipe::finish`] on a task of its own; for the I/O loops.

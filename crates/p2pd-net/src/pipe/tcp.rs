@@ -125,7 +125,13 @@ async fn read_loop(
         return;
     };
     loop {
-        if reader.readable().await.is_err() {
+        // The stream's own reader slot, as a raw read would use: `readable()`
+        // would queue a waiter under a lock and take it out again.
+        let stream: &TcpStream = reader.as_ref();
+        if std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+            .await
+            .is_err()
+        {
             break;
         }
         let data = match read_message(&reader, limit) {
@@ -149,8 +155,9 @@ async fn read_loop(
             None => pipe.deliver(msg, &pipe).await,
         }
         // A callback that closed this pipe ran on this task, which `close`
-        // cannot abort from inside: stop here.
-        if pipe.inner.closed.is_cancelled() {
+        // cannot abort from inside: stop here. (An atomic load: the close
+        // token's own check takes a lock, once per message.)
+        if pipe.has_ended() {
             break;
         }
     }

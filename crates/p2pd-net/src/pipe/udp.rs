@@ -53,7 +53,13 @@ async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
     };
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        if socket.readable().await.is_err() {
+        // The socket's own receiver slot, as a raw receive would use:
+        // `readable()` would queue a waiter under a lock and take it out
+        // again.
+        if std::future::poll_fn(|cx| socket.poll_recv_ready(cx))
+            .await
+            .is_err()
+        {
             break;
         }
         if buf.len() != limit {
@@ -76,8 +82,9 @@ async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
         };
         pipe.deliver(msg, &pipe).await;
         // A callback that closed this pipe ran on this task, which `close`
-        // cannot abort from inside: stop here.
-        if pipe.inner.closed.is_cancelled() {
+        // cannot abort from inside: stop here. (An atomic load: the close
+        // token's own check takes a lock, once per message.)
+        if pipe.has_ended() {
             break;
         }
     }
