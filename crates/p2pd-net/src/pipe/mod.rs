@@ -357,7 +357,15 @@ impl Pipe {
             }
             Io::Udp(socket) => {
                 let dest = dest.or(self.inner.peer).ok_or(PipeError::NoDestination)?;
-                let socket = lock(socket).clone().ok_or(PipeError::Closed)?;
+                let socket = {
+                    let held = lock(socket);
+                    let socket = held.as_ref().ok_or(PipeError::Closed)?;
+                    // Fast path: sent under the lock, no reference taken.
+                    match socket.try_send_to(data, dest) {
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => socket.clone(),
+                        sent => return Ok(sent?),
+                    }
+                };
                 Ok(socket.send_to(data, dest).await?)
             }
             Io::TcpServer => {
