@@ -24,100 +24,153 @@ const IDLE_PIPES: usize = 10_000;
 /// Each measure runs this many times, alternating raw and p2pd; the best run
 /// of each counts (the least disturbed by the rest of the machine).
 const RUNS: usize = 3;
+/// A measure that makes no progress for this long gives up (and says so)
+/// instead of hanging the run.
+const STALLED: Duration = Duration::from_secs(5);
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this
     // binary without it, and a measurement is not a test.
-    if !std::env::args().any(|arg| arg == "--bench") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|arg| arg == "--bench") {
         println!("# not measuring: run `cargo bench --bench pipes`");
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Other arguments name the measures to run (all by default), so one can
+    // be profiled alone: `cargo bench --bench pipes -- tcp_rtt`.
+    let only: Vec<&str> = args
+        .iter()
+        .filter(|arg| !arg.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let wanted = |measure: &str| only.is_empty() || only.contains(&measure);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            println!("# not measuring: no tokio runtime: {err}");
+            return;
+        }
+    };
     runtime.block_on(async {
         println!("# p2pd pipes vs raw tokio on 127.0.0.1, best of {RUNS} runs each");
-        report(
-            "tcp_bulk",
-            "MB/s",
-            best(tcp_bulk_raw).await,
-            best(tcp_bulk_pipe).await,
-        );
-        report(
-            "tcp_rtt",
-            "round trips/s",
-            best(tcp_rtt_raw).await,
-            best(tcp_rtt_pipe).await,
-        );
-        report(
-            "udp_bulk",
-            "MB/s",
-            best(udp_bulk_raw).await,
-            best(udp_bulk_pipe).await,
-        );
-        report(
-            "udp_rtt",
-            "round trips/s",
-            best(udp_rtt_raw).await,
-            best(udp_rtt_pipe).await,
-        );
-        idle_pipes().await;
+        if wanted("tcp_bulk") {
+            let (raw, pipe) = best(tcp_bulk_raw, tcp_bulk_pipe).await;
+            report("tcp_bulk", "MB/s", &raw, &pipe);
+        }
+        if wanted("tcp_rtt") {
+            let (raw, pipe) = best(tcp_rtt_raw, tcp_rtt_pipe).await;
+            report("tcp_rtt", "round trips/s", &raw, &pipe);
+            report_raw_rate("raw_tcp_rtt_per_s", &raw);
+        }
+        if wanted("udp_bulk") {
+            let (raw, pipe) = best(udp_bulk_raw, udp_bulk_pipe).await;
+            report("udp_bulk", "MB/s", &raw, &pipe);
+        }
+        if wanted("udp_rtt") {
+            let (raw, pipe) = best(udp_rtt_raw, udp_rtt_pipe).await;
+            report("udp_rtt", "round trips/s", &raw, &pipe);
+            report_raw_rate("raw_udp_rtt_per_s", &raw);
+        }
+        if wanted("idle") {
+            idle_pipes().await;
+        }
     });
 }
 
-async fn best<F, Fut>(measure: F) -> f64
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = f64>,
-{
-    let mut best = 0.0f64;
-    for _ in 0..RUNS {
-        best = best.max(measure().await);
-    }
-    best
+/// A measure's rate, or why the environment did not let it run (no free
+/// port, no descriptor, ...): reported, never a panic.
+type Measured = Result<f64, String>;
+
+/// An error as the reason a measure could not run.
+fn because<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
+    move |err| format!("{what}: {err}")
 }
 
-fn report(measure: &str, unit: &str, raw: f64, pipe: f64) {
-    println!("# {measure}: raw tokio {raw:.0} {unit}, p2pd pipe {pipe:.0} {unit}");
-    println!("ratio {measure} {:.3}", pipe / raw);
+/// Runs raw and p2pd alternately, [`RUNS`] times each, and keeps the best
+/// rate of each (the run least disturbed by the rest of the machine); a run
+/// that failed counts only if none succeeded.
+async fn best<R, RF, P, PF>(raw: R, pipe: P) -> (Measured, Measured)
+where
+    R: Fn() -> RF,
+    RF: std::future::Future<Output = Measured>,
+    P: Fn() -> PF,
+    PF: std::future::Future<Output = Measured>,
+{
+    fn keep(best: Measured, run: Measured) -> Measured {
+        match (best, run) {
+            (Ok(a), Ok(b)) => Ok(a.max(b)),
+            (Ok(a), Err(_)) | (Err(_), Ok(a)) => Ok(a),
+            (Err(_), Err(err)) => Err(err),
+        }
+    }
+    let (mut best_raw, mut best_pipe) = (Err(String::new()), Err(String::new()));
+    for _ in 0..RUNS {
+        best_raw = keep(best_raw, raw().await);
+        best_pipe = keep(best_pipe, pipe().await);
+    }
+    (best_raw, best_pipe)
+}
+
+fn report(measure: &str, unit: &str, raw: &Measured, pipe: &Measured) {
+    match (raw, pipe) {
+        (Ok(raw), Ok(pipe)) => {
+            println!("# {measure}: raw tokio {raw:.0} {unit}, p2pd pipe {pipe:.0} {unit}");
+            println!("ratio {measure} {:.3}", pipe / raw);
+        }
+        (Err(err), _) => println!("# ratio {measure} not measured: raw tokio failed: {err}"),
+        (_, Err(err)) => println!("# ratio {measure} not measured: p2pd pipe failed: {err}"),
+    }
+}
+
+/// The machine's own round-trip rate, so ratios from different machines can
+/// be read side by side: per-message overhead weighs more where the
+/// loopback is fast.
+fn report_raw_rate(name: &str, raw: &Measured) {
+    if let Ok(rate) = raw {
+        println!("value {name} {rate:.0}");
+    }
 }
 
 fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
 }
 
-async fn tcp_bulk_raw() -> f64 {
-    let listener = TcpListener::bind(LOOPBACK).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+async fn tcp_bulk_raw() -> Measured {
+    let listener = TcpListener::bind(LOOPBACK).await.map_err(because("bind"))?;
+    let addr = listener.local_addr().map_err(because("addr"))?;
     let reader = tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.expect("accept");
-        sock.set_nodelay(true).expect("nodelay");
+        let (mut sock, _) = listener.accept().await.map_err(because("accept"))?;
+        sock.set_nodelay(true).map_err(because("nodelay"))?;
         let mut buf = vec![0u8; CHUNK];
         let mut got = 0u64;
         while got < BULK_BYTES {
-            let n = sock.read(&mut buf).await.expect("read");
-            assert!(n > 0, "early eof");
-            got += n as u64;
+            match sock.read(&mut buf).await.map_err(because("read"))? {
+                0 => return Err("read: early end of stream".to_owned()),
+                n => got += n as u64,
+            }
         }
+        Ok(())
     });
-    let mut sock = TcpStream::connect(addr).await.expect("connect");
-    sock.set_nodelay(true).expect("nodelay");
+    let mut sock = TcpStream::connect(addr).await.map_err(because("connect"))?;
+    sock.set_nodelay(true).map_err(because("nodelay"))?;
     let chunk = vec![1u8; CHUNK];
     let started = Instant::now();
     for _ in 0..BULK_BYTES / CHUNK as u64 {
-        sock.write_all(&chunk).await.expect("write");
+        sock.write_all(&chunk).await.map_err(because("write"))?;
     }
-    reader.await.expect("reader");
-    mb_per_s(BULK_BYTES, started.elapsed())
+    reader.await.map_err(because("reader"))??;
+    Ok(mb_per_s(BULK_BYTES, started.elapsed()))
 }
 
-async fn tcp_bulk_pipe() -> f64 {
+async fn tcp_bulk_pipe() -> Measured {
     let config = PipeConfig::default();
     let server = Pipe::listen(Protocol::Tcp, LOOPBACK, &config)
         .await
-        .expect("listen");
+        .map_err(because("listen"))?;
     let got = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
     let (g, d) = (got.clone(), done.clone());
@@ -129,27 +182,35 @@ async fn tcp_bulk_pipe() -> f64 {
         }
         async {}
     });
-    let client = Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config)
-        .await
-        .expect("connect");
-    let chunk = vec![1u8; CHUNK];
-    let started = Instant::now();
-    for _ in 0..BULK_BYTES / CHUNK as u64 {
-        client.send(&chunk, None).await.expect("send");
+    let client = Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config).await;
+    let rate = async {
+        let client = client.as_ref().map_err(because("connect"))?;
+        let chunk = vec![1u8; CHUNK];
+        let started = Instant::now();
+        for _ in 0..BULK_BYTES / CHUNK as u64 {
+            client.send(&chunk, None).await.map_err(because("send"))?;
+        }
+        tokio::time::timeout(STALLED, done.notified())
+            .await
+            .map_err(because("receive"))?;
+        Ok(mb_per_s(BULK_BYTES, started.elapsed()))
     }
-    done.notified().await;
-    let rate = mb_per_s(BULK_BYTES, started.elapsed());
-    client.close().await;
+    .await;
+    if let Ok(client) = client {
+        client.close().await;
+    }
     server.close().await;
     rate
 }
 
-async fn tcp_rtt_raw() -> f64 {
-    let listener = TcpListener::bind(LOOPBACK).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+async fn tcp_rtt_raw() -> Measured {
+    let listener = TcpListener::bind(LOOPBACK).await.map_err(because("bind"))?;
+    let addr = listener.local_addr().map_err(because("addr"))?;
     tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.expect("accept");
-        sock.set_nodelay(true).expect("nodelay");
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = sock.set_nodelay(true);
         let mut buf = [0u8; 64];
         while sock.read_exact(&mut buf).await.is_ok() {
             if sock.write_all(&buf).await.is_err() {
@@ -157,52 +218,56 @@ async fn tcp_rtt_raw() -> f64 {
             }
         }
     });
-    let mut sock = TcpStream::connect(addr).await.expect("connect");
-    sock.set_nodelay(true).expect("nodelay");
+    let mut sock = TcpStream::connect(addr).await.map_err(because("connect"))?;
+    sock.set_nodelay(true).map_err(because("nodelay"))?;
     let mut buf = [7u8; 64];
     let started = Instant::now();
     for _ in 0..ROUND_TRIPS {
-        sock.write_all(&buf).await.expect("write");
-        sock.read_exact(&mut buf).await.expect("read");
+        sock.write_all(&buf).await.map_err(because("write"))?;
+        sock.read_exact(&mut buf).await.map_err(because("read"))?;
     }
-    f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64()
+    Ok(f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64())
 }
 
-async fn tcp_rtt_pipe() -> f64 {
+async fn tcp_rtt_pipe() -> Measured {
     rtt_pipe(Protocol::Tcp).await
 }
 
-async fn rtt_pipe(protocol: Protocol) -> f64 {
+async fn rtt_pipe(protocol: Protocol) -> Measured {
     let config = PipeConfig::default();
     let server = Pipe::listen(protocol, LOOPBACK, &config)
         .await
-        .expect("listen");
+        .map_err(because("listen"))?;
     server.add_msg_cb(|msg, reply| async move {
         let _ = reply.send(&msg.data, Some(msg.from)).await;
     });
-    let client = Pipe::connect(protocol, server.local_addr(), None, &config)
-        .await
-        .expect("connect");
-    let all = SubKey::all();
-    client.subscribe(&all).expect("subscribe");
-    let msg = [7u8; 64];
-    let started = Instant::now();
-    for _ in 0..ROUND_TRIPS {
-        client.send(&msg, None).await.expect("send");
-        client
-            .recv(&all, Some(Duration::from_secs(5)))
-            .await
-            .expect("echo");
+    let client = Pipe::connect(protocol, server.local_addr(), None, &config).await;
+    let rate = async {
+        let client = client.as_ref().map_err(because("connect"))?;
+        let all = SubKey::all();
+        client.subscribe(&all).map_err(because("subscribe"))?;
+        let msg = [7u8; 64];
+        let started = Instant::now();
+        for _ in 0..ROUND_TRIPS {
+            client.send(&msg, None).await.map_err(because("send"))?;
+            client
+                .recv(&all, Some(STALLED))
+                .await
+                .map_err(because("echo"))?;
+        }
+        Ok(f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64())
     }
-    let rate = f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64();
-    client.close().await;
+    .await;
+    if let Ok(client) = client {
+        client.close().await;
+    }
     server.close().await;
     rate
 }
 
-async fn udp_bulk_raw() -> f64 {
-    let receiver = UdpSocket::bind(LOOPBACK).await.expect("bind");
-    let addr = receiver.local_addr().expect("addr");
+async fn udp_bulk_raw() -> Measured {
+    let receiver = UdpSocket::bind(LOOPBACK).await.map_err(because("bind"))?;
+    let addr = receiver.local_addr().map_err(because("addr"))?;
     let got = Arc::new(AtomicU64::new(0));
     let g = got.clone();
     let reader = tokio::spawn(async move {
@@ -216,21 +281,24 @@ async fn udp_bulk_raw() -> f64 {
         }
         last
     });
-    let sender = UdpSocket::bind(LOOPBACK).await.expect("bind");
+    let sender = UdpSocket::bind(LOOPBACK).await.map_err(because("bind"))?;
     let datagram = vec![1u8; DATAGRAM];
     let started = Instant::now();
     for _ in 0..DATAGRAMS {
-        sender.send_to(&datagram, addr).await.expect("send");
+        sender
+            .send_to(&datagram, addr)
+            .await
+            .map_err(because("send"))?;
     }
-    let last = reader.await.expect("reader");
-    mb_per_s(got.load(Ordering::Relaxed), last - started)
+    let last = reader.await.map_err(because("reader"))?;
+    Ok(mb_per_s(got.load(Ordering::Relaxed), last - started))
 }
 
-async fn udp_bulk_pipe() -> f64 {
+async fn udp_bulk_pipe() -> Measured {
     let config = PipeConfig::default();
     let server = Pipe::listen(Protocol::Udp, LOOPBACK, &config)
         .await
-        .expect("listen");
+        .map_err(because("listen"))?;
     let got = Arc::new(AtomicU64::new(0));
     let last = Arc::new(std::sync::Mutex::new(Instant::now()));
     let (g, l) = (got.clone(), last.clone());
@@ -241,28 +309,36 @@ async fn udp_bulk_pipe() -> f64 {
         }
         async {}
     });
-    let client = Pipe::connect(Protocol::Udp, server.local_addr(), None, &config)
-        .await
-        .expect("client");
-    let datagram = vec![1u8; DATAGRAM];
-    let started = Instant::now();
-    for _ in 0..DATAGRAMS {
-        client.send(&datagram, None).await.expect("send");
+    let client = Pipe::connect(Protocol::Udp, server.local_addr(), None, &config).await;
+    let sent: Result<Instant, String> = async {
+        let client = client.as_ref().map_err(because("client"))?;
+        let datagram = vec![1u8; DATAGRAM];
+        let started = Instant::now();
+        for _ in 0..DATAGRAMS {
+            client
+                .send(&datagram, None)
+                .await
+                .map_err(because("send"))?;
+        }
+        Ok(started)
     }
+    .await;
     let mut seen = u64::MAX;
     while got.load(Ordering::Relaxed) != seen {
         seen = got.load(Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let last = *last.lock().expect("lock");
-    client.close().await;
+    if let Ok(client) = client {
+        client.close().await;
+    }
     server.close().await;
-    mb_per_s(seen, last - started)
+    let last = *last.lock().map_err(because("lock"))?;
+    Ok(mb_per_s(seen, last - sent?))
 }
 
-async fn udp_rtt_raw() -> f64 {
-    let server = UdpSocket::bind(LOOPBACK).await.expect("bind");
-    let addr = server.local_addr().expect("addr");
+async fn udp_rtt_raw() -> Measured {
+    let server = UdpSocket::bind(LOOPBACK).await.map_err(because("bind"))?;
+    let addr = server.local_addr().map_err(because("addr"))?;
     tokio::spawn(async move {
         let mut buf = [0u8; 64];
         while let Ok((n, from)) = server.recv_from(&mut buf).await {
@@ -271,18 +347,18 @@ async fn udp_rtt_raw() -> f64 {
             }
         }
     });
-    let client = UdpSocket::bind(LOOPBACK).await.expect("bind");
-    client.connect(addr).await.expect("connect");
+    let client = UdpSocket::bind(LOOPBACK).await.map_err(because("bind"))?;
+    client.connect(addr).await.map_err(because("connect"))?;
     let mut buf = [7u8; 64];
     let started = Instant::now();
     for _ in 0..ROUND_TRIPS {
-        client.send(&buf).await.expect("send");
-        client.recv(&mut buf).await.expect("recv");
+        client.send(&buf).await.map_err(because("send"))?;
+        client.recv(&mut buf).await.map_err(because("recv"))?;
     }
-    f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64()
+    Ok(f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64())
 }
 
-async fn udp_rtt_pipe() -> f64 {
+async fn udp_rtt_pipe() -> Measured {
     rtt_pipe(Protocol::Udp).await
 }
 
@@ -299,6 +375,10 @@ fn rss_bytes() -> u64 {
 
 /// Holds `n` idle connections open: p2pd pipes (both ends) or raw tokio
 /// streams, and reports resident memory per connection.
+///
+/// Every connection is reset on close (linger 0) rather than left in
+/// TIME_WAIT: tens of thousands of those would hold the loopback's
+/// ephemeral ports for a minute, and the next run could not connect.
 async fn idle_pipes() {
     let n = raise_fd_limit(2 * IDLE_PIPES as u64 + 200).map_or(IDLE_PIPES, |limit| {
         IDLE_PIPES.min((limit.saturating_sub(200) / 2) as usize)
@@ -306,52 +386,139 @@ async fn idle_pipes() {
     if n < IDLE_PIPES {
         println!("# only {n} idle connections: the descriptor limit is too low for {IDLE_PIPES}");
     }
+    let raw = idle_raw(n).await;
+    let pipe = idle_pipe(n).await;
+    match (raw, pipe) {
+        (Ok((raw_n, raw_bytes)), Ok((pipe_n, pipe_bytes))) => {
+            println!(
+                "# idle TCP connections, both ends in this process: raw tokio {raw_bytes} B ({raw_n} connections), p2pd pipes {pipe_bytes} B ({pipe_n} connections) of resident memory per connection"
+            );
+            println!("value idle_pipe_bytes {pipe_bytes}");
+        }
+        (Err(err), _) => println!("# value idle_pipe_bytes not measured: raw tokio failed: {err}"),
+        (_, Err(err)) => println!("# value idle_pipe_bytes not measured: p2pd pipes failed: {err}"),
+    }
+}
 
+/// Connects until `n` are open or connecting keeps failing; how many opened
+/// and the resident memory each costs.
+type Idle = Result<(usize, u64), String>;
+
+async fn idle_raw(n: usize) -> Idle {
     let before = rss_bytes();
-    let listener = TcpListener::bind(LOOPBACK).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let listener = TcpListener::bind(LOOPBACK).await.map_err(because("bind"))?;
+    let addr = listener.local_addr().map_err(because("addr"))?;
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<usize>();
     let accept = tokio::spawn(async move {
         let mut held = Vec::with_capacity(n);
-        for _ in 0..n {
-            held.push(listener.accept().await.expect("accept").0);
+        let mut opened = opened_rx;
+        let mut wanted = None;
+        while held.len() < wanted.unwrap_or(n) {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                        held.push(stream);
+                    }
+                }
+                count = &mut opened, if wanted.is_none() => wanted = Some(count.unwrap_or(0)),
+            }
         }
         held
     });
-    let mut raw = Vec::with_capacity(n);
-    for _ in 0..n {
-        raw.push(TcpStream::connect(addr).await.expect("connect"));
+    let mut clients = Vec::with_capacity(n);
+    let mut failure = None;
+    while clients.len() < n {
+        match retry(|| TcpStream::connect(addr)).await {
+            Ok(stream) => {
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                clients.push(stream);
+            }
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
     }
-    let raw_server = accept.await.expect("accept task");
-    let raw_bytes = rss_bytes().saturating_sub(before) / n as u64;
-    drop(raw);
-    drop(raw_server);
+    let _ = opened_tx.send(clients.len());
+    let servers = tokio::time::timeout(STALLED, accept)
+        .await
+        .map_err(because("accept"))?
+        .map_err(because("accept task"))?;
+    let opened = clients.len().min(servers.len());
+    report_shortfall("raw tokio", opened, n, failure);
+    let per_connection = per_connection(before, opened)?;
+    drop(clients);
+    drop(servers);
+    Ok((opened, per_connection))
+}
 
+async fn idle_pipe(n: usize) -> Idle {
     let mut config = PipeConfig::default();
-    config.max_clients(n + 1);
+    config.max_clients(n + 1).linger(Some(Duration::ZERO));
     let before = rss_bytes();
     let server = Pipe::listen(Protocol::Tcp, LOOPBACK, &config)
         .await
-        .expect("listen");
+        .map_err(because("listen"))?;
     let mut clients = Vec::with_capacity(n);
-    for _ in 0..n {
-        clients.push(
-            Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config)
-                .await
-                .expect("connect"),
-        );
+    let mut failure = None;
+    while clients.len() < n {
+        match retry(|| Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config)).await {
+            Ok(client) => clients.push(client),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
     }
-    while server.clients().len() < n {
+    let deadline = Instant::now() + STALLED;
+    while server.clients().len() < clients.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pipe_bytes = rss_bytes().saturating_sub(before) / n as u64;
-    println!(
-        "# {n} idle TCP connections, both ends in this process: raw tokio {raw_bytes} B, p2pd pipes {pipe_bytes} B of resident memory per connection"
-    );
-    println!("value idle_pipe_bytes {pipe_bytes}");
+    let opened = server.clients().len().min(clients.len());
+    report_shortfall("p2pd pipes", opened, n, failure);
+    let per_connection = per_connection(before, opened);
     for client in clients {
         client.close().await;
     }
     server.close().await;
+    Ok((opened, per_connection?))
+}
+
+/// Attempts at one connection before the idle measure stops opening more:
+/// under load a connect can fail for a moment (a full backlog, descriptors
+/// not freed yet) and succeed a little later.
+const CONNECT_ATTEMPTS: u32 = 5;
+
+async fn retry<T, E, F, Fut>(connect: F) -> Result<T, E>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match connect().await {
+            Err(_) if attempt < CONNECT_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+fn report_shortfall<E: std::fmt::Display>(who: &str, opened: usize, n: usize, why: Option<E>) {
+    if opened < n {
+        let why = why.map_or_else(|| "not all were accepted".to_owned(), |e| e.to_string());
+        println!("# {who}: only {opened} of {n} idle connections opened: {why}");
+    }
+}
+
+fn per_connection(before: u64, opened: usize) -> Result<u64, String> {
+    if opened == 0 {
+        return Err("no connection opened".to_owned());
+    }
+    Ok(rss_bytes().saturating_sub(before) / opened as u64)
 }
 
 /// Raises the open-file limit towards `wanted`; returns the limit in force.

@@ -220,20 +220,32 @@ enum Io {
 struct Sub {
     key: SubKey,
     matcher: Matcher,
-    queue: BoundedQueue<Message>,
-    ready: Arc<Notify>,
+    /// A lock of its own, so the reader pushing and a receiver popping do
+    /// not wait on the pipe's state.
+    queue: Mutex<BoundedQueue<Message>>,
+    ready: Notify,
+    /// Set when unsubscribed: a receiver holding this queue stops.
+    gone: AtomicBool,
+}
+
+/// Everything a received message goes to. Delivery takes a snapshot (one
+/// reference count) and works outside the state lock; changes copy it when
+/// a delivery holds it ([`Arc::make_mut`]), so they never disturb one in
+/// progress.
+#[derive(Default, Clone)]
+struct Consumers {
+    subs: Vec<Arc<Sub>>,
+    msg_cbs: Vec<(CallbackId, MsgCb)>,
+    forwards: Vec<Weak<Inner>>,
+    stream: Option<mpsc::Sender<Bytes>>,
 }
 
 #[derive(Default)]
 struct State {
-    subs: Vec<Sub>,
-    /// Replaced, not mutated, so delivery can hold a snapshot while
-    /// callbacks are added or removed.
-    msg_cbs: Arc<Vec<(CallbackId, MsgCb)>>,
+    consumers: Arc<Consumers>,
+    /// Copied on change like [`Consumers`], for the same reason.
     end_cbs: Arc<Vec<(CallbackId, EndCb)>>,
     accept_cbs: Arc<Vec<(CallbackId, AcceptCb)>>,
-    forwards: Arc<Vec<Weak<Inner>>>,
-    stream: Option<mpsc::Sender<Bytes>>,
     stream_taken: bool,
     children: HashMap<SocketAddr, Pipe>,
     dedup: Option<DedupWindow>,
@@ -314,24 +326,48 @@ impl Pipe {
         match &self.inner.io {
             Io::Tcp(writer) => {
                 let closed = &self.inner.closed;
-                let mut guard = tokio::select! {
-                    guard = writer.lock() => guard,
-                    () = closed.cancelled() => return Err(PipeError::Closed),
+                // Fast path, no future polled: no other send in progress.
+                let mut guard = match writer.try_lock() {
+                    Ok(guard) => guard,
+                    Err(_) => tokio::select! {
+                        biased;
+                        guard = writer.lock() => guard,
+                        () = closed.cancelled() => return Err(PipeError::Closed),
+                    },
                 };
                 let Some(w) = guard.as_mut() else {
                     return Err(PipeError::Closed);
                 };
-                // A peer that stops reading must not keep `close` waiting
-                // for this write.
-                tokio::select! {
-                    written = w.write_all(data) => written?,
-                    () = closed.cancelled() => return Err(PipeError::Closed),
+                // Fast path again: the kernel usually takes it all at once.
+                let written = match w.try_write(data) {
+                    Ok(n) => n,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
+                    Err(err) => return Err(err.into()),
+                };
+                if written < data.len() {
+                    // A peer that stops reading must not keep `close`
+                    // waiting for this write. Biased: the write is polled
+                    // first, so the cancellation costs nothing while the
+                    // write makes progress.
+                    tokio::select! {
+                        biased;
+                        rest = w.write_all(&data[written..]) => rest?,
+                        () = closed.cancelled() => return Err(PipeError::Closed),
+                    }
                 }
                 Ok(data.len())
             }
             Io::Udp(socket) => {
                 let dest = dest.or(self.inner.peer).ok_or(PipeError::NoDestination)?;
-                let socket = lock(socket).clone().ok_or(PipeError::Closed)?;
+                let socket = {
+                    let held = lock(socket);
+                    let socket = held.as_ref().ok_or(PipeError::Closed)?;
+                    // Fast path: sent under the lock, no reference taken.
+                    match socket.try_send_to(data, dest) {
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => socket.clone(),
+                        sent => return Ok(sent?),
+                    }
+                };
                 Ok(socket.send_to(data, dest).await?)
             }
             Io::TcpServer => {
@@ -353,13 +389,14 @@ impl Pipe {
     pub fn subscribe(&self, key: &SubKey) -> Result<(), PipeError> {
         let matcher = Matcher::new(key)?;
         let mut state = self.inner.state();
-        if !state.subs.iter().any(|s| s.key == *key) {
-            state.subs.push(Sub {
+        if !state.consumers.subs.iter().any(|s| s.key == *key) {
+            Arc::make_mut(&mut state.consumers).subs.push(Arc::new(Sub {
                 key: key.clone(),
                 matcher,
-                queue: BoundedQueue::new(self.inner.config.max_queue),
-                ready: Arc::new(Notify::new()),
-            });
+                queue: Mutex::new(BoundedQueue::new(self.inner.config.max_queue)),
+                ready: Notify::new(),
+                gone: AtomicBool::new(false),
+            }));
         }
         Ok(())
     }
@@ -368,16 +405,14 @@ impl Pipe {
     /// existed.
     pub fn unsubscribe(&self, key: &SubKey) -> bool {
         let mut state = self.inner.state();
-        let before = state.subs.len();
-        state.subs.retain(|s| {
-            let keep = s.key != *key;
-            if !keep {
-                // Waiting receivers wake up and find no subscription.
-                s.ready.notify_waiters();
-            }
-            keep
-        });
-        before != state.subs.len()
+        let Some(at) = state.consumers.subs.iter().position(|s| s.key == *key) else {
+            return false;
+        };
+        let sub = Arc::make_mut(&mut state.consumers).subs.remove(at);
+        // Waiting receivers wake up and find no subscription.
+        sub.gone.store(true, Ordering::Release);
+        sub.ready.notify_waiters();
+        true
     }
 
     /// Waits for the next message in the queue of `key`, at most `timeout`
@@ -390,36 +425,39 @@ impl Pipe {
         key: &SubKey,
         timeout: Option<Duration>,
     ) -> Result<Message, RecvError> {
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let sub = self
+            .inner
+            .state()
+            .consumers
+            .subs
+            .iter()
+            .find(|s| s.key == *key)
+            .cloned()
+            .ok_or(RecvError::NoSubscription)?;
+        // One timer for the whole wait, registered only if the wait blocks.
+        let expiry = timeout.map(tokio::time::sleep);
+        let mut expiry = std::pin::pin!(expiry);
         loop {
-            let ready = {
-                let mut state = self.inner.state();
-                let sub = state
-                    .subs
-                    .iter_mut()
-                    .find(|s| s.key == *key)
-                    .ok_or(RecvError::NoSubscription)?;
-                if let Some(msg) = sub.queue.pop() {
-                    return Ok(msg);
-                }
-                sub.ready.clone()
-            };
-            if self.inner.ended.is_cancelled() {
+            // Created before the checks: a message pushed (`notify_one`
+            // keeps a permit) or an end or unsubscribe (`notify_waiters`)
+            // after them still wakes it.
+            let ready = sub.ready.notified();
+            if sub.gone.load(Ordering::Acquire) {
+                return Err(RecvError::NoSubscription);
+            }
+            if let Some(msg) = lock(&sub.queue).pop() {
+                return Ok(msg);
+            }
+            if self.has_ended() {
                 return Err(RecvError::Closed);
             }
-            let wait = async {
-                tokio::select! {
-                    () = ready.notified() => {}
-                    () = self.inner.ended.cancelled() => {}
-                }
-            };
-            match deadline {
-                Some(at) => {
-                    if tokio::time::timeout_at(at, wait).await.is_err() {
-                        return Err(RecvError::Timeout);
-                    }
-                }
-                None => wait.await,
+            match expiry.as_mut().as_pin_mut() {
+                Some(expiry) => tokio::select! {
+                    biased;
+                    () = ready => {}
+                    () = expiry => return Err(RecvError::Timeout),
+                },
+                None => ready.await,
             }
         }
     }
@@ -435,16 +473,18 @@ impl Pipe {
         let cb: MsgCb = Arc::new(move |msg, pipe| Box::pin(cb(msg, pipe)));
         let mut state = self.inner.state();
         let id = state.next_id();
-        state.msg_cbs = with(&state.msg_cbs, (id, cb));
+        Arc::make_mut(&mut state.consumers).msg_cbs.push((id, cb));
         id
     }
 
     /// Removes a message callback; returns whether it was installed.
     pub fn del_msg_cb(&self, id: CallbackId) -> bool {
         let mut state = self.inner.state();
-        let (rest, removed) = without(&state.msg_cbs, id);
-        state.msg_cbs = rest;
-        removed
+        let Some(at) = state.consumers.msg_cbs.iter().position(|(i, _)| *i == id) else {
+            return false;
+        };
+        Arc::make_mut(&mut state.consumers).msg_cbs.remove(at);
+        true
     }
 
     /// Runs `cb` once when the pipe ends (closed by us or by the peer). On a
@@ -457,7 +497,7 @@ impl Pipe {
         let cb: EndCb = Arc::new(move |pipe| Box::pin(cb(pipe)));
         let mut state = self.inner.state();
         let id = state.next_id();
-        state.end_cbs = with(&state.end_cbs, (id, cb));
+        Arc::make_mut(&mut state.end_cbs).push((id, cb));
         id
     }
 
@@ -472,16 +512,18 @@ impl Pipe {
         let cb: AcceptCb = Arc::new(cb);
         let mut state = self.inner.state();
         let id = state.next_id();
-        state.accept_cbs = with(&state.accept_cbs, (id, cb));
+        Arc::make_mut(&mut state.accept_cbs).push((id, cb));
         id
     }
 
     /// Removes an end callback; returns whether it was installed.
     pub fn del_end_cb(&self, id: CallbackId) -> bool {
         let mut state = self.inner.state();
-        let (rest, removed) = without(&state.end_cbs, id);
-        state.end_cbs = rest;
-        removed
+        let Some(at) = state.end_cbs.iter().position(|(i, _)| *i == id) else {
+            return false;
+        };
+        Arc::make_mut(&mut state.end_cbs).remove(at);
+        true
     }
 
     /// Sends every message this pipe receives down `other` (manual:
@@ -489,25 +531,27 @@ impl Pipe {
     /// a forwarded message is sent, not received. The link holds no
     /// ownership: it ends when either pipe goes away.
     pub fn add_pipe(&self, other: &Pipe) {
+        let other = Arc::downgrade(&other.inner);
         let mut state = self.inner.state();
-        let mut forwards = state.forwards.as_ref().clone();
-        if !forwards
-            .iter()
-            .any(|w| w.ptr_eq(&Arc::downgrade(&other.inner)))
-        {
-            forwards.push(Arc::downgrade(&other.inner));
+        if !state.consumers.forwards.iter().any(|w| w.ptr_eq(&other)) {
+            Arc::make_mut(&mut state.consumers).forwards.push(other);
         }
-        state.forwards = Arc::new(forwards);
     }
 
     /// Stops forwarding into `other`; returns whether it was linked.
     pub fn del_pipe(&self, other: &Pipe) -> bool {
+        let other = Arc::downgrade(&other.inner);
         let mut state = self.inner.state();
-        let mut forwards = state.forwards.as_ref().clone();
-        let before = forwards.len();
-        forwards.retain(|w| !w.ptr_eq(&Arc::downgrade(&other.inner)));
-        state.forwards = Arc::new(forwards);
-        before != state.forwards.len()
+        let Some(at) = state
+            .consumers
+            .forwards
+            .iter()
+            .position(|w| w.ptr_eq(&other))
+        else {
+            return false;
+        };
+        Arc::make_mut(&mut state.consumers).forwards.remove(at);
+        true
     }
 
     /// The TCP connection as a tokio byte stream (AsyncRead + AsyncWrite),
@@ -526,7 +570,7 @@ impl Pipe {
             return Err(PipeError::Closed);
         }
         let (tx, rx) = mpsc::channel(stream::DEPTH);
-        state.stream = Some(tx);
+        Arc::make_mut(&mut state.consumers).stream = Some(tx);
         state.stream_taken = true;
         Ok(PipeStream::new(self.clone(), rx))
     }
@@ -542,9 +586,13 @@ impl Pipe {
             let Some(task) = lock(&self.inner.tasks).pop() else {
                 break;
             };
-            // A callback may close its own pipe; that task cannot wait for
-            // itself, and it stops on its own after the callback.
+            // Aborted, not asked: the loops wait on no cancellation per
+            // message, and a consumer that never finishes cannot keep
+            // `close` waiting. A callback may close its own pipe; that task
+            // cannot wait for itself (nor be aborted in the middle of this
+            // close), and it stops on its own after the callback.
             if Some(task.id()) != current {
+                task.abort();
                 let _ = task.await;
             }
         }
@@ -676,7 +724,7 @@ impl Pipe {
     /// the pipe callbacks should answer on.
     async fn deliver(&self, msg: Message, reply: &Pipe) {
         self.inner.received.fetch_add(1, Ordering::Relaxed);
-        let (forwards, cbs, stream) = {
+        let consumers = {
             let mut state = self.inner.state();
             if let Some(dedup) = state.dedup.as_mut()
                 && !dedup.insert(msg.from, &msg.data)
@@ -684,31 +732,33 @@ impl Pipe {
                 self.inner.duplicates.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            for sub in state.subs.iter_mut() {
-                if sub.matcher.matches(&msg.data, msg.from) {
-                    let before = sub.queue.dropped();
-                    sub.queue.push(msg.clone());
-                    if sub.queue.dropped() != before {
-                        self.inner.queue_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    sub.ready.notify_one();
-                }
-            }
-            (
-                state.forwards.clone(),
-                state.msg_cbs.clone(),
-                state.stream.clone(),
-            )
+            state.consumers.clone()
         };
-        for target in forwards.iter().filter_map(Pipe::upgrade) {
+        // Outside the state lock: a receiver woken here must not find it
+        // still held (on a busy machine it would spin, then sleep again).
+        for sub in &consumers.subs {
+            if sub.matcher.matches(&msg.data, msg.from) {
+                let dropped = {
+                    let mut queue = lock(&sub.queue);
+                    let before = queue.dropped();
+                    queue.push(msg.clone());
+                    queue.dropped() != before
+                };
+                if dropped {
+                    self.inner.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                sub.ready.notify_one();
+            }
+        }
+        for target in consumers.forwards.iter().filter_map(Pipe::upgrade) {
             if let Err(err) = target.send(&msg.data, None).await {
                 tracing::debug!(pipe = %self.inner.id, to = %target.inner.id, %err, "forward failed");
             }
         }
-        for (_, cb) in cbs.iter() {
+        for (_, cb) in &consumers.msg_cbs {
             cb(msg.clone(), reply.clone()).await;
         }
-        if let Some(stream) = stream {
+        if let Some(stream) = &consumers.stream {
             // A dropped stream reader just stops receiving.
             let _ = stream.send(msg.data).await;
         }
@@ -722,12 +772,17 @@ impl Pipe {
             return;
         }
         self.inner.ended.cancel();
-        let end_cbs = {
+        let (subs, end_cbs) = {
             let mut state = self.inner.state();
-            state.stream = None;
-            state.forwards = Arc::new(Vec::new());
-            state.end_cbs.clone()
+            let consumers = Arc::make_mut(&mut state.consumers);
+            consumers.stream = None;
+            consumers.forwards = Vec::new();
+            (consumers.subs.clone(), state.end_cbs.clone())
         };
+        // Waiting receivers return what is queued, then `Closed`.
+        for sub in &subs {
+            sub.ready.notify_waiters();
+        }
         tracing::debug!(pipe = %self.inner.id, "pipe ended");
         let keep_open = self.inner.config.keep_open_on_end && !self.inner.closed.is_cancelled();
         if !keep_open {
@@ -749,9 +804,15 @@ impl Pipe {
         // Callbacks often hold a handle to their own pipe: dropping them
         // breaks that cycle, so an ended pipe's memory is freed.
         let mut state = self.inner.state();
-        state.msg_cbs = Arc::new(Vec::new());
+        Arc::make_mut(&mut state.consumers).msg_cbs = Vec::new();
         state.end_cbs = Arc::new(Vec::new());
         state.accept_cbs = Arc::new(Vec::new());
+    }
+
+    /// Whether [`Pipe::finish`] has started: the pipe was closed, or its
+    /// loop already stopped.
+    fn has_ended(&self) -> bool {
+        self.inner.end_ran.load(Ordering::Acquire)
     }
 
     /// Runs [`Pipe::finish`] on a task of its own; for the I/O loops.
@@ -816,6 +877,11 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.closed.cancel();
         self.ended.cancel();
+        // The I/O loops hold the pipe only weakly while they wait; they stop
+        // here and free the sockets.
+        for task in lock(&self.tasks).iter() {
+            task.abort();
+        }
     }
 }
 
@@ -824,29 +890,6 @@ impl State {
         self.next_cb += 1;
         CallbackId(self.next_cb)
     }
-}
-
-/// A copy of a callback list with one more entry (the lists are replaced,
-/// never mutated, so a delivery in progress keeps its snapshot).
-fn with<T: Clone>(
-    list: &Arc<Vec<(CallbackId, T)>>,
-    entry: (CallbackId, T),
-) -> Arc<Vec<(CallbackId, T)>> {
-    let mut copy = list.as_ref().clone();
-    copy.push(entry);
-    Arc::new(copy)
-}
-
-/// A copy of a callback list without `id`, and whether it was there.
-fn without<T: Clone>(
-    list: &Arc<Vec<(CallbackId, T)>>,
-    id: CallbackId,
-) -> (Arc<Vec<(CallbackId, T)>>, bool) {
-    let mut copy = list.as_ref().clone();
-    let before = copy.len();
-    copy.retain(|(i, _)| *i != id);
-    let removed = copy.len() != before;
-    (Arc::new(copy), removed)
 }
 
 /// Locks a mutex; a panic elsewhere while it was held leaves data that is

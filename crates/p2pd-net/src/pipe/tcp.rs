@@ -1,10 +1,11 @@
 //! TCP pipes: connecting, accepting, and the read loop.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Weak;
 
-use bytes::BytesMut;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -113,33 +114,29 @@ fn bind_options(config: &PipeConfig) -> BindOptions {
 
 /// Reads until the peer ends, an error, or close. Holds the pipe only
 /// weakly between reads, and no buffer while idle, so an idle connection
-/// costs little memory.
+/// costs little memory. `close` (or the last handle dropping) aborts it.
 async fn read_loop(
     weak: Weak<Inner>,
     reader: OwnedReadHalf,
     peer: SocketAddr,
     parent: Option<Weak<Inner>>,
 ) {
-    let Some(closed) = weak.upgrade().map(|inner| inner.closed.clone()) else {
+    let Some(limit) = weak.upgrade().map(|inner| inner.config.read_buffer) else {
         return;
     };
-    let limit = weak
-        .upgrade()
-        .map_or(super::config::READ_BUFFER, |i| i.config.read_buffer);
     loop {
-        tokio::select! {
-            () = closed.cancelled() => break,
-            ready = reader.readable() => {
-                if ready.is_err() {
-                    break;
-                }
-            }
+        // The stream's own reader slot, as a raw read would use: `readable()`
+        // would queue a waiter under a lock and take it out again.
+        let stream: &TcpStream = reader.as_ref();
+        if std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+            .await
+            .is_err()
+        {
+            break;
         }
-        let mut buf = BytesMut::with_capacity(limit);
-        let data = match reader.try_read_buf(&mut buf) {
-            Ok(0) => break,
-            Ok(n) if n < limit / COPY_BELOW_DIVISOR => bytes::Bytes::copy_from_slice(&buf[..n]),
-            Ok(_) => buf.freeze(),
+        let data = match read_message(&reader, limit) {
+            Ok(Some(data)) => data,
+            Ok(None) => break,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
             Err(err) => {
                 tracing::debug!(%peer, %err, "tcp read failed");
@@ -150,22 +147,46 @@ async fn read_loop(
             return;
         };
         let msg = Message { data, from: peer };
-        let server = parent.as_ref().and_then(Pipe::upgrade);
-        let delivered = async {
-            pipe.deliver(msg.clone(), &pipe).await;
-            if let Some(server) = &server {
+        match parent.as_ref().and_then(Pipe::upgrade) {
+            Some(server) => {
+                pipe.deliver(msg.clone(), &pipe).await;
                 server.deliver(msg, &pipe).await;
             }
-        };
-        // A consumer that never finishes must not keep `close` waiting.
-        tokio::select! {
-            () = delivered => {}
-            () = closed.cancelled() => break,
+            None => pipe.deliver(msg, &pipe).await,
+        }
+        // A callback that closed this pipe ran on this task, which `close`
+        // cannot abort from inside: stop here. (An atomic load: the close
+        // token's own check takes a lock, once per message.)
+        if pipe.has_ended() {
+            break;
         }
     }
     if let Some(pipe) = Pipe::upgrade(&weak) {
         pipe.finish_detached();
     }
+}
+
+thread_local! {
+    /// The read buffer of the TCP readers running on this thread. A small
+    /// message is copied out and leaves the buffer for the next read, so it
+    /// costs no buffer allocation; a large one takes the bytes without a
+    /// copy. Per thread rather than per connection, so an idle connection
+    /// holds no buffer.
+    static READ_BUFFER: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// One read of at most `limit` bytes: `None` at the end of the stream.
+fn read_message(reader: &OwnedReadHalf, limit: usize) -> io::Result<Option<Bytes>> {
+    READ_BUFFER.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.reserve(limit);
+        let n = reader.try_read_buf(&mut (&mut *buf).limit(limit))?;
+        Ok(match n {
+            0 => None,
+            n if n < limit / COPY_BELOW_DIVISOR => Some(Bytes::copy_from_slice(&buf[..n])),
+            _ => Some(buf.split().freeze()),
+        })
+    })
 }
 
 async fn accept_loop(weak: Weak<Inner>, listener: TcpListener) {

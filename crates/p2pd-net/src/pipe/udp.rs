@@ -45,24 +45,22 @@ pub(super) fn wrap(
     pipe
 }
 
-/// Receives until close. Errors on one datagram (such as an ICMP error
+/// Receives until `close` (or the last handle dropping) aborts it. Errors on one datagram (such as an ICMP error
 /// reported on the socket) never end a UDP pipe.
 async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
-    let Some((closed, limit)) = weak
-        .upgrade()
-        .map(|inner| (inner.closed.clone(), inner.config.read_buffer))
-    else {
+    let Some(limit) = weak.upgrade().map(|inner| inner.config.read_buffer) else {
         return;
     };
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        tokio::select! {
-            () = closed.cancelled() => break,
-            ready = socket.readable() => {
-                if ready.is_err() {
-                    break;
-                }
-            }
+        // The socket's own receiver slot, as a raw receive would use:
+        // `readable()` would queue a waiter under a lock and take it out
+        // again.
+        if std::future::poll_fn(|cx| socket.poll_recv_ready(cx))
+            .await
+            .is_err()
+        {
+            break;
         }
         if buf.len() != limit {
             buf.resize(limit, 0);
@@ -82,9 +80,12 @@ async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
             data: Bytes::copy_from_slice(&buf[..n]),
             from,
         };
-        tokio::select! {
-            () = pipe.deliver(msg, &pipe) => {}
-            () = closed.cancelled() => break,
+        pipe.deliver(msg, &pipe).await;
+        // A callback that closed this pipe ran on this task, which `close`
+        // cannot abort from inside: stop here. (An atomic load: the close
+        // token's own check takes a lock, once per message.)
+        if pipe.has_ended() {
+            break;
         }
     }
     if let Some(pipe) = Pipe::upgrade(&weak) {
