@@ -224,8 +224,9 @@ impl Actor {
             .binds
             .retry(&mut parts.daemon, &mut parts.candidates)
             .await;
+        // A link-local address served alone changes the address too.
+        self.publish_address();
         if !newly.is_empty() {
-            self.publish_address();
             self.discover(newly, false);
         }
     }
