@@ -17,3 +17,6 @@ pub mod fuzz;
 pub mod route;
 pub mod signal;
 pub mod stun;
+pub mod transmit;
+
+pub use transmit::Transmit;

@@ -226,11 +226,11 @@ pub async fn discover(
         let filtering = if ignored {
             None
         } else if both.is_ok_and(|r| r.from.ip() != primary.ip()) {
-            Some(Mapping::EndpointIndependent)
+            Some(Filtering::EndpointIndependent)
         } else if port.is_ok_and(|r| r.from.port() != primary.port()) {
-            Some(Mapping::AddressDependent)
+            Some(Filtering::AddressDependent)
         } else {
-            Some(Mapping::AddressAndPortDependent)
+            Some(Filtering::AddressAndPortDependent)
         };
         Ok::<_, StunError>((filtering, sent1 + sent2))
     };
@@ -245,7 +245,7 @@ pub async fn discover(
     report.nat = classify(
         Some(translated),
         mapping.unwrap_or(Mapping::AddressAndPortDependent),
-        filtering.unwrap_or(Mapping::AddressAndPortDependent),
+        filtering.unwrap_or(Filtering::AddressAndPortDependent),
     );
 
     // 3. Port allocation, after everything else so no other test's mapping
