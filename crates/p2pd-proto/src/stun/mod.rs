@@ -7,6 +7,8 @@
 //! * [`transaction`]: request/response matching and retransmission on an
 //!   injected clock;
 //! * [`server`]: the stateless answer of an RFC 5780 server;
+//! * [`binding`]: the Binding request and what a response means;
+//! * [`probe`]: the RFC 5780 test plan and delta series as a machine;
 //! * [`behavior`]: NAT type and port-delta classification from test results.
 //!
 //! Parsing is total: any bytes give a message or an error, never a panic,
@@ -14,7 +16,9 @@
 
 pub mod attribute;
 pub mod behavior;
+pub mod binding;
 pub mod message;
+pub mod probe;
 pub mod server;
 pub mod transaction;
 pub mod wire;
