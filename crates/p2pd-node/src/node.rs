@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use p2pd_net::daemon::Daemon;
 use p2pd_net::interfaces::{self, Interface};
 use p2pd_net::pipe::{Message, Pipe, PipeConfig, PipeError, PipeId, Protocol};
-use p2pd_net::stun::discovery::{DiscoveryOptions, discover};
+use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions, discover_gated};
 use p2pd_proto::addr::{Endpoint, MAX_ENTRIES, NodeId, PeerAddr};
 use p2pd_proto::signal::{Body, Identity, Inbox, InboxStats, Signal, seal};
 use p2pd_proto::stun::behavior::{Delta, NatType};
@@ -74,6 +74,9 @@ pub(crate) struct Inner {
     greeted: Mutex<HashSet<PipeId>>,
     daemon: tokio::sync::Mutex<Daemon>,
     discovered: watch::Sender<bool>,
+    /// Discovery rounds may overlap (start, a new address); their delta
+    /// series take turns.
+    delta_gate: DeltaSeriesGate,
     stop: CancellationToken,
     /// Live dial-back connections per asking peer.
     dialbacks: Mutex<HashMap<NodeId, usize>>,
@@ -146,6 +149,7 @@ impl Node {
                 greeted: Mutex::new(HashSet::new()),
                 daemon: tokio::sync::Mutex::new(daemon),
                 discovered: watch::Sender::new(false),
+                delta_gate: DeltaSeriesGate::default(),
                 stop: CancellationToken::new(),
                 dialbacks: Mutex::new(HashMap::new()),
                 hooks: Mutex::new(Vec::new()),
@@ -409,7 +413,9 @@ impl Node {
                 return updates;
             }
             for local in locals.iter().filter(|l| !l.ip.is_loopback()) {
-                let report = discover(local.ip, 0, &servers, &DiscoveryOptions::default()).await;
+                let options = DiscoveryOptions::default();
+                let gate = &self.inner.delta_gate;
+                let report = discover_gated(local.ip, 0, &servers, &options, gate).await;
                 if let Ok(report) = report
                     && let Some(external) = report.external
                 {

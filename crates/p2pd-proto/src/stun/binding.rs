@@ -57,6 +57,17 @@ pub enum BindingError {
     NoMappedAddress(SocketAddr),
 }
 
+impl BindingError {
+    /// The server the request went to.
+    pub fn server(&self) -> SocketAddr {
+        match self {
+            BindingError::Timeout(server)
+            | BindingError::ErrorResponse { server, .. }
+            | BindingError::NoMappedAddress(server) => *server,
+        }
+    }
+}
+
 /// A Binding request with transaction id `transaction` (it must be fresh
 /// and random, RFC 8489 section 6), asking with CHANGE-REQUEST `(ip, port)`
 /// for an answer from the server's other IP and/or port.

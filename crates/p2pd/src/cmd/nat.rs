@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use p2pd_net::interfaces::{self, Interface};
-use p2pd_net::stun::discovery::{DiscoveryOptions, NatReport, discover};
+use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions, NatReport, discover_gated};
 use p2pd_node::config::{Config, HostPort};
 use serde_json::{Value, json};
 
@@ -51,11 +51,15 @@ pub(crate) async fn run(args: &Args, config: &Config) -> anyhow::Result<()> {
         served
     });
     // Every interface at once: each test mostly waits on its sockets.
+    // Their delta series take turns: two interfaces may share a NAT.
+    let gate = DeltaSeriesGate::default();
     let mut runs = tokio::task::JoinSet::new();
     for (n, target) in targets.iter().enumerate() {
         let (ip, scope_id, servers) = (target.ip, target.scope_id, servers.clone());
+        let gate = gate.clone();
         runs.spawn(async move {
-            let report = discover(ip, scope_id, &servers, &DiscoveryOptions::default()).await;
+            let options = DiscoveryOptions::default();
+            let report = discover_gated(ip, scope_id, &servers, &options, &gate).await;
             (n, report)
         });
     }
