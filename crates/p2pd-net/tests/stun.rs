@@ -8,7 +8,7 @@ use p2pd_net::bind::{self, BindOptions};
 use p2pd_net::stun::client::{Query, query, query_all, query_tcp};
 use p2pd_net::stun::discovery::{DiscoveryOptions, discover};
 use p2pd_net::stun::{StunError, StunServer};
-use p2pd_proto::stun::behavior::{DeltaType, Mapping, NatType};
+use p2pd_proto::stun::behavior::{DeltaType, Filtering, NatType};
 use p2pd_proto::stun::server::ServerAddresses;
 use p2pd_proto::stun::transaction::RetransmitPolicy;
 use p2pd_proto::stun::{Attribute, Message};
@@ -171,7 +171,7 @@ async fn discovery_without_nat_finds_an_open_internet() {
     .await
     .expect("discovery");
     assert_eq!(report.nat, NatType::Open);
-    assert_eq!(report.filtering, Some(Mapping::EndpointIndependent));
+    assert_eq!(report.filtering, Some(Filtering::EndpointIndependent));
     assert_eq!(report.delta.kind, DeltaType::NotApplicable);
     assert_eq!(
         report.external.map(|a| a.ip()),
@@ -222,7 +222,7 @@ async fn discovery_prefers_a_server_that_supports_rfc5780() {
     .await
     .expect("discovery");
     assert_eq!(report.nat, NatType::Open, "{report:?}");
-    assert_eq!(report.filtering, Some(Mapping::EndpointIndependent));
+    assert_eq!(report.filtering, Some(Filtering::EndpointIndependent));
 }
 
 /// A STUN server that answers every Binding request with the same made-up

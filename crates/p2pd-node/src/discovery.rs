@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use p2pd_net::stun::client::StunError;
-use p2pd_net::stun::discovery::{DiscoveryOptions, NatReport, discover};
+use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions, NatReport, discover_gated};
 
 use crate::locals::Local;
 use crate::servers::HostPort;
@@ -56,18 +56,20 @@ pub async fn resolve_stun(servers: &[HostPort]) -> Vec<SocketAddr> {
 
 /// Runs NAT discovery on every local address at once (each test mostly
 /// waits on its sockets); returns each report with the index of its local
-/// address in `locals`, in that order.
+/// address in `locals`, in that order. Their delta series take turns at
+/// `gate` (two interfaces may share a NAT, and rounds may overlap).
 ///
 /// Cancel-safe: dropping the future stops every discovery.
 pub async fn discover_each(
     locals: &[Local],
     servers: &[SocketAddr],
     options: &DiscoveryOptions,
+    gate: &DeltaSeriesGate,
 ) -> Vec<(usize, Result<NatReport, StunError>)> {
     let mut runs = tokio::task::JoinSet::new();
     for (n, local) in locals.iter().enumerate() {
-        let (ip, servers, options) = (local.ip, servers.to_vec(), *options);
-        runs.spawn(async move { (n, discover(ip, 0, &servers, &options).await) });
+        let (ip, servers, options, gate) = (local.ip, servers.to_vec(), *options, gate.clone());
+        runs.spawn(async move { (n, discover_gated(ip, 0, &servers, &options, &gate).await) });
     }
     let mut reports = Vec::with_capacity(locals.len());
     while let Some(joined) = runs.join_next().await {

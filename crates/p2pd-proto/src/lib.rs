@@ -18,3 +18,6 @@ pub mod reverse;
 pub mod route;
 pub mod signal;
 pub mod stun;
+pub mod transmit;
+
+pub use transmit::Transmit;

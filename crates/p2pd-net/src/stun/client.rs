@@ -3,28 +3,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use p2pd_proto::stun::attribute::Attribute;
+use p2pd_proto::stun::binding::{self, BindingError, interpret};
 use p2pd_proto::stun::message::frame_len;
 use p2pd_proto::stun::transaction::{Event, RetransmitPolicy, Transactions};
-use p2pd_proto::stun::{BINDING, Class, Message, TransactionId};
+use p2pd_proto::stun::{Message, TransactionId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use crate::bind::{self, BindOptions};
+pub use p2pd_proto::stun::binding::BindingResponse;
 
-/// A successful Binding response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindingResponse {
-    /// Our address as the server saw it.
-    pub mapped: SocketAddr,
-    /// The server's OTHER-ADDRESS (or classic CHANGED-ADDRESS).
-    pub other: Option<SocketAddr>,
-    /// Where the response came from.
-    pub from: SocketAddr,
-    /// From the first send to the response.
-    pub rtt: Duration,
-}
+use crate::bind::{self, BindOptions};
 
 /// Why a Binding request got no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +52,21 @@ pub enum StunError {
     Malformed(SocketAddr),
 }
 
+impl From<BindingError> for StunError {
+    fn from(err: BindingError) -> Self {
+        match err {
+            BindingError::Timeout(server) => StunError::Timeout(server),
+            BindingError::ErrorResponse { server, code } => {
+                StunError::ErrorResponse { server, code }
+            }
+            BindingError::NoMappedAddress(server) => StunError::NoMappedAddress(server),
+            // BindingError is non-exhaustive; a newer kind of bad answer
+            // is still a bad answer.
+            _ => StunError::Malformed(err.server()),
+        }
+    }
+}
+
 /// One request to make: where, and whether to ask for an answer from the
 /// server's other IP and/or port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,13 +89,7 @@ impl Query {
 
 /// A fresh Binding request with a random transaction id.
 pub fn binding_request(change: Option<(bool, bool)>) -> Message {
-    let mut request = Message::new(Class::Request, BINDING, TransactionId(rand::random()));
-    if let Some((ip, port)) = change {
-        request
-            .attributes
-            .push(Attribute::ChangeRequest { ip, port });
-    }
-    request
+    binding::request(TransactionId(rand::random()), change)
 }
 
 /// Sends every query at once over `socket` and waits for all answers, each
@@ -132,7 +130,7 @@ pub async fn query_all(
                     from,
                     message,
                     rtt,
-                } => (id, interpret(&message, from, rtt)),
+                } => (id, interpret(&message, from, rtt).map_err(StunError::from)),
                 Event::TimedOut { id } => {
                     let Some(n) = ids.iter().position(|i| *i == id) else {
                         continue;
@@ -190,66 +188,73 @@ pub async fn query(
 }
 
 /// One Binding request over TCP from `local` (port 0: any), within
-/// `timeout` for connect and answer together.
+/// `timeout` for connect and answer together. The request goes through
+/// [`Transactions`] with a single send (TCP is reliable), so matching and
+/// the answer's deadline are the same code as over UDP.
 pub async fn query_tcp(
     local: SocketAddr,
     server: SocketAddr,
     timeout: Duration,
 ) -> Result<BindingResponse, StunError> {
-    let exchange = async {
+    let deadline = Instant::now() + timeout;
+    let connect = async {
         let socket = bind::tcp_socket(local, &BindOptions::shared_port())?;
-        let started = Instant::now();
-        let mut stream = socket
+        socket
             .connect(server)
             .await
-            .map_err(|source| StunError::Connect { server, source })?;
-        let request = binding_request(None);
-        stream.write_all(&request.encode()).await?;
-        let mut buf = vec![0u8; 20];
-        stream.read_exact(&mut buf).await?;
-        let len = match frame_len(&buf) {
-            Ok(Some(len)) if len <= MAX_TCP_MESSAGE => len,
-            _ => return Err(StunError::Malformed(server)),
-        };
-        buf.resize(len, 0);
-        stream.read_exact(&mut buf[20..]).await?;
-        let message = Message::decode(&buf).map_err(|_| StunError::Malformed(server))?;
-        if message.transaction != request.transaction {
-            return Err(StunError::Malformed(server));
-        }
-        interpret(&message, server, started.elapsed())
+            .map_err(|source| StunError::Connect { server, source })
     };
-    tokio::time::timeout(timeout, exchange)
+    let mut stream = tokio::time::timeout_at(deadline, connect)
         .await
-        .unwrap_or(Err(StunError::Timeout(server)))
+        .unwrap_or(Err(StunError::Timeout(server)))?;
+    let mut machine = Transactions::new();
+    let now = Instant::now();
+    let policy = RetransmitPolicy::once(deadline.saturating_duration_since(now));
+    machine.start(now.into_std(), server, &binding_request(None), policy);
+    while let Some(transmit) = machine.poll_transmit() {
+        stream.write_all(&transmit.payload).await?;
+    }
+    loop {
+        if let Some(event) = machine.poll_event() {
+            return match event {
+                Event::Response {
+                    from, message, rtt, ..
+                } => Ok(interpret(&message, from, rtt)?),
+                Event::TimedOut { .. } => Err(StunError::Timeout(server)),
+            };
+        }
+        let Some(wake) = machine.poll_timeout() else {
+            return Err(StunError::Timeout(server));
+        };
+        tokio::select! {
+            frame = read_frame(&mut stream, server) => {
+                let frame = frame?;
+                // On one connection to one server, anything but our answer
+                // is a broken server.
+                if !machine.handle_input(Instant::now().into_std(), server, &frame) {
+                    return Err(StunError::Malformed(server));
+                }
+            }
+            () = tokio::time::sleep_until(Instant::from_std(wake)) => {
+                machine.handle_timeout(Instant::now().into_std());
+            }
+        }
+    }
 }
 
 /// The largest STUN message read over TCP.
 const MAX_TCP_MESSAGE: usize = 4096;
 
-fn interpret(
-    message: &Message,
-    from: SocketAddr,
-    rtt: Duration,
-) -> Result<BindingResponse, StunError> {
-    if message.class == Class::Error {
-        let code = message
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                Attribute::ErrorCode { code, .. } => Some(*code),
-                _ => None,
-            })
-            .unwrap_or(0);
-        return Err(StunError::ErrorResponse { server: from, code });
-    }
-    let mapped = message
-        .mapped_address()
-        .ok_or(StunError::NoMappedAddress(from))?;
-    Ok(BindingResponse {
-        mapped,
-        other: message.other_address(),
-        from,
-        rtt,
-    })
+/// One STUN message from a TCP stream. Not cancel-safe (a frame may be cut
+/// in half); [`query_tcp`] only drops it when it gives up on the stream.
+async fn read_frame(stream: &mut TcpStream, server: SocketAddr) -> Result<Vec<u8>, StunError> {
+    let mut buf = vec![0u8; 20];
+    stream.read_exact(&mut buf).await?;
+    let len = match frame_len(&buf) {
+        Ok(Some(len)) if len <= MAX_TCP_MESSAGE => len,
+        Ok(_) | Err(_) => return Err(StunError::Malformed(server)),
+    };
+    buf.resize(len, 0);
+    stream.read_exact(&mut buf[20..]).await?;
+    Ok(buf)
 }

@@ -7,5 +7,5 @@ pub mod discovery;
 pub mod server;
 
 pub use client::{BindingResponse, StunError};
-pub use discovery::{DiscoveryOptions, NatReport};
+pub use discovery::{DeltaSeriesGate, DiscoveryOptions, NatReport};
 pub use server::StunServer;

@@ -149,12 +149,12 @@ async fn serve_udp(
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let out = sockets.get(&reply.from).unwrap_or(&socket);
-        match out.send_to(&reply.payload, reply.to).await {
+        let out = sockets.get(&reply.src).unwrap_or(&socket);
+        match out.send_to(&reply.payload, reply.dst).await {
             Ok(_) => {
                 stats.answered.fetch_add(1, Ordering::Relaxed);
             }
-            Err(err) => tracing::debug!(%err, to = %reply.to, "stun send failed"),
+            Err(err) => tracing::debug!(%err, to = %reply.dst, "stun send failed"),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use p2pd_net::daemon::Daemon;
 use p2pd_net::pipe::Pipe;
-use p2pd_net::stun::discovery::DiscoveryOptions;
+use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions};
 use p2pd_proto::addr::{NodeId, PeerAddr};
 use p2pd_proto::reverse::Token;
 use p2pd_proto::signal::{Body, Inbox, Signal};
@@ -67,6 +67,9 @@ pub(crate) struct Actor {
     /// Our reverse requests waiting for their connection.
     pending: HashMap<Token, oneshot::Sender<Pipe>>,
     admission: Admission,
+    /// Discovery rounds may overlap (start, a newly bound address): their
+    /// delta series take turns here.
+    delta_gate: DeltaSeriesGate,
     /// Cancelled when the node stops: its tasks end with it.
     stop: CancellationToken,
 }
@@ -79,6 +82,7 @@ impl Actor {
             inbox,
             pending: HashMap::new(),
             admission: Admission::new(),
+            delta_gate: DeltaSeriesGate::default(),
             stop: CancellationToken::new(),
         };
         let me = actor.parts.me.clone();
@@ -249,6 +253,7 @@ impl Actor {
         let names = self.parts.shared.config.stun_servers.clone();
         let me = self.parts.me.clone();
         let stop = self.stop.clone();
+        let gate = self.delta_gate.clone();
         tokio::spawn(async move {
             let run = async {
                 let servers = discovery::resolve_stun(&names).await;
@@ -256,8 +261,8 @@ impl Actor {
                     return Vec::new();
                 }
                 let only: Vec<Local> = locals.iter().map(|(_, l)| l.clone()).collect();
-                let reports =
-                    discovery::discover_each(&only, &servers, &DiscoveryOptions::default()).await;
+                let options = DiscoveryOptions::default();
+                let reports = discovery::discover_each(&only, &servers, &options, &gate).await;
                 reports
                     .into_iter()
                     .filter_map(|(i, report)| {

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::message::{DecodeError, TransactionId};
+use super::wire::{DecodeError, TransactionId};
 
 /// Attribute type codes.
 pub mod code {

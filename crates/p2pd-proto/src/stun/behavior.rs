@@ -18,9 +18,6 @@ pub enum Mapping {
     AddressAndPortDependent,
 }
 
-/// Which inbound packets a NAT (or firewall) lets through (RFC 4787).
-pub type Filtering = Mapping;
-
 impl Mapping {
     /// The RFC 4787 term.
     pub fn name(self) -> &'static str {
@@ -28,6 +25,31 @@ impl Mapping {
             Mapping::EndpointIndependent => "endpoint-independent",
             Mapping::AddressDependent => "address-dependent",
             Mapping::AddressAndPortDependent => "address-and-port-dependent",
+        }
+    }
+}
+
+/// Which inbound packets a NAT (or firewall) lets through to a mapping
+/// (RFC 4787 section 5). Its own type, though the names match
+/// [`Mapping`]'s, so one test's result cannot be passed as the other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filtering {
+    /// Any external host may send to the mapping.
+    EndpointIndependent,
+    /// Only IPs the mapping has sent to.
+    AddressDependent,
+    /// Only IP and port pairs the mapping has sent to.
+    AddressAndPortDependent,
+}
+
+impl Filtering {
+    /// The RFC 4787 term.
+    pub fn name(self) -> &'static str {
+        match self {
+            Filtering::EndpointIndependent => "endpoint-independent",
+            Filtering::AddressDependent => "address-dependent",
+            Filtering::AddressAndPortDependent => "address-and-port-dependent",
         }
     }
 }
@@ -111,18 +133,22 @@ impl fmt::Display for NatType {
 pub fn classify(translated: Option<bool>, mapping: Mapping, filtering: Filtering) -> NatType {
     match (translated, mapping, filtering) {
         (None, _, _) => NatType::Blocked,
-        (Some(false), _, Mapping::EndpointIndependent) => NatType::Open,
-        (Some(false), _, _) => NatType::UdpFirewall,
-        (Some(true), Mapping::EndpointIndependent, Mapping::EndpointIndependent) => {
+        (Some(false), _, Filtering::EndpointIndependent) => NatType::Open,
+        (Some(false), _, Filtering::AddressDependent | Filtering::AddressAndPortDependent) => {
+            NatType::UdpFirewall
+        }
+        (Some(true), Mapping::EndpointIndependent, Filtering::EndpointIndependent) => {
             NatType::FullCone
         }
-        (Some(true), Mapping::EndpointIndependent, Mapping::AddressDependent) => {
+        (Some(true), Mapping::EndpointIndependent, Filtering::AddressDependent) => {
             NatType::Restricted
         }
-        (Some(true), Mapping::EndpointIndependent, Mapping::AddressAndPortDependent) => {
+        (Some(true), Mapping::EndpointIndependent, Filtering::AddressAndPortDependent) => {
             NatType::PortRestricted
         }
-        (Some(true), _, _) => NatType::Symmetric,
+        (Some(true), Mapping::AddressDependent | Mapping::AddressAndPortDependent, _) => {
+            NatType::Symmetric
+        }
     }
 }
 
@@ -275,40 +301,71 @@ fn majority_step(steps: impl Iterator<Item = i32>) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Mapping::*;
 
     #[test]
     fn the_design_table() {
         assert_eq!(
-            classify(None, EndpointIndependent, EndpointIndependent),
+            classify(
+                None,
+                Mapping::EndpointIndependent,
+                Filtering::EndpointIndependent
+            ),
             NatType::Blocked
         );
         assert_eq!(
-            classify(Some(false), EndpointIndependent, EndpointIndependent),
+            classify(
+                Some(false),
+                Mapping::EndpointIndependent,
+                Filtering::EndpointIndependent
+            ),
             NatType::Open
         );
         assert_eq!(
-            classify(Some(false), EndpointIndependent, AddressDependent),
+            classify(
+                Some(false),
+                Mapping::EndpointIndependent,
+                Filtering::AddressDependent
+            ),
             NatType::UdpFirewall
         );
         assert_eq!(
-            classify(Some(true), EndpointIndependent, EndpointIndependent),
+            classify(
+                Some(true),
+                Mapping::EndpointIndependent,
+                Filtering::EndpointIndependent
+            ),
             NatType::FullCone
         );
         assert_eq!(
-            classify(Some(true), EndpointIndependent, AddressDependent),
+            classify(
+                Some(true),
+                Mapping::EndpointIndependent,
+                Filtering::AddressDependent
+            ),
             NatType::Restricted
         );
         assert_eq!(
-            classify(Some(true), EndpointIndependent, AddressAndPortDependent),
+            classify(
+                Some(true),
+                Mapping::EndpointIndependent,
+                Filtering::AddressAndPortDependent
+            ),
             NatType::PortRestricted
         );
         assert_eq!(
-            classify(Some(true), AddressDependent, EndpointIndependent),
+            classify(
+                Some(true),
+                Mapping::AddressDependent,
+                Filtering::EndpointIndependent
+            ),
             NatType::Symmetric
         );
         assert_eq!(
-            classify(Some(true), AddressAndPortDependent, AddressAndPortDependent),
+            classify(
+                Some(true),
+                Mapping::AddressAndPortDependent,
+                Filtering::AddressAndPortDependent
+            ),
             NatType::Symmetric
         );
     }

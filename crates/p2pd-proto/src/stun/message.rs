@@ -5,15 +5,11 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 use super::attribute::{Attribute, code};
+use super::wire::{DecodeError, TransactionId};
 use super::{HEADER_LEN, MAGIC_COOKIE};
 
 /// FINGERPRINT is the CRC-32 of the message XOR-ed with this ("STUN").
 const FINGERPRINT_XOR: u32 = 0x5354_554e;
-
-/// The 96-bit transaction id (in a classic RFC 3489 message, the last 12 of
-/// its 16 id bytes; the first 4 sit where the magic cookie would).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransactionId(pub [u8; 12]);
 
 /// The class of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,35 +58,6 @@ pub struct Message {
     pub transaction: TransactionId,
     /// Attributes in wire order.
     pub attributes: Vec<Attribute>,
-}
-
-/// Why bytes are not a STUN message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// Fewer bytes than the header or the length field announce.
-    #[error("truncated: {0} bytes")]
-    Truncated(usize),
-    /// The first two bits are not zero: not STUN (maybe RTP or TLS).
-    #[error("not a STUN message")]
-    NotStun,
-    /// The length field is wrong (not a multiple of 4, or past the end).
-    #[error("bad length field")]
-    BadLength,
-    /// An attribute runs past the end of the message.
-    #[error("attribute 0x{0:04x} runs past the message")]
-    AttributeOverrun(u16),
-    /// An attribute's value is malformed.
-    #[error("attribute 0x{kind:04x}: {why}")]
-    Attribute {
-        /// The attribute type.
-        kind: u16,
-        /// What is wrong.
-        why: &'static str,
-    },
-    /// FINGERPRINT does not match, or is not the last attribute.
-    #[error("bad fingerprint")]
-    BadFingerprint,
 }
 
 /// How a message is signed when encoded.

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use super::BINDING;
 use super::attribute::{Attribute, code};
 use super::message::{Class, Message};
+use crate::Transmit;
 
 /// The server's addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,36 +79,16 @@ pub enum Transport {
     Tcp,
 }
 
-/// A response to send.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The local socket to send from.
-    pub from: SocketAddr,
-    /// The destination.
-    pub to: SocketAddr,
-    /// The encoded response.
-    pub payload: Vec<u8>,
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reply")
-            .field("from", &self.from)
-            .field("to", &self.to)
-            .field("len", &self.payload.len())
-            .finish()
-    }
-}
-
-/// Answers `bytes`, received on local socket `on` from `client`. `None`:
-/// drop it (not STUN, not a Binding request).
+/// Answers `bytes`, received on local socket `on` from `client`; the
+/// answer's `src` is the local socket to send it from. `None`: drop it (not
+/// STUN, not a Binding request).
 pub fn respond(
     addrs: &ServerAddresses,
     transport: Transport,
     on: SocketAddr,
     client: SocketAddr,
     bytes: &[u8],
-) -> Option<Reply> {
+) -> Option<Transmit<SocketAddr>> {
     let request = Message::decode(bytes).ok()?;
     if request.class != Class::Request || request.method != BINDING {
         return None;
@@ -191,9 +172,9 @@ pub fn respond(
             None,
         ));
     }
-    Some(Reply {
-        from,
-        to: redirect.unwrap_or(client),
+    Some(Transmit {
+        src: from,
+        dst: redirect.unwrap_or(client),
         payload,
     })
 }
@@ -212,7 +193,7 @@ fn error(
     code: u16,
     reason: &str,
     unknown: Option<Vec<u16>>,
-) -> Reply {
+) -> Transmit<SocketAddr> {
     let mut response = Message::response_to(request, Class::Error).with(Attribute::ErrorCode {
         code,
         reason: reason.into(),
@@ -220,9 +201,9 @@ fn error(
     if let Some(kinds) = unknown {
         response = response.with(Attribute::UnknownAttributes(kinds));
     }
-    Reply {
-        from: on,
-        to: client,
+    Transmit {
+        src: on,
+        dst: client,
         payload: response.encode_signed(None, !request.is_classic()),
     }
 }
@@ -230,7 +211,7 @@ fn error(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stun::message::TransactionId;
+    use crate::stun::TransactionId;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("lit")
@@ -247,7 +228,11 @@ mod tests {
         Message::new(Class::Request, BINDING, TransactionId([9; 12]))
     }
 
-    fn answer(addrs: &ServerAddresses, on: &str, request: &Message) -> (Reply, Message) {
+    fn answer(
+        addrs: &ServerAddresses,
+        on: &str,
+        request: &Message,
+    ) -> (Transmit<SocketAddr>, Message) {
         let reply = respond(
             addrs,
             Transport::Udp,
@@ -263,8 +248,8 @@ mod tests {
     #[test]
     fn plain_request_is_answered_from_where_it_arrived() {
         let (reply, msg) = answer(&full(), "198.18.0.2:3478", &binding());
-        assert_eq!(reply.from, addr("198.18.0.2:3478"));
-        assert_eq!(reply.to, addr("203.0.113.5:40000"));
+        assert_eq!(reply.src, addr("198.18.0.2:3478"));
+        assert_eq!(reply.dst, addr("203.0.113.5:40000"));
         assert_eq!(msg.class, Class::Success);
         assert_eq!(msg.transaction, binding().transaction);
         assert_eq!(msg.mapped_address(), Some(addr("203.0.113.5:40000")));
@@ -287,7 +272,7 @@ mod tests {
         for (on, ip, port, from) in cases {
             let req = binding().with(Attribute::ChangeRequest { ip, port });
             let (reply, msg) = answer(&full(), on, &req);
-            assert_eq!(reply.from, addr(from), "{on} ip={ip} port={port}");
+            assert_eq!(reply.src, addr(from), "{on} ip={ip} port={port}");
             assert!(
                 msg.attributes
                     .contains(&Attribute::ResponseOrigin(addr(from)))
@@ -303,14 +288,14 @@ mod tests {
         let (reply, msg) = answer(&full(), "198.18.0.2:3478", &unpadded);
         assert_eq!(msg.class, Class::Error);
         assert_eq!(
-            reply.to,
+            reply.dst,
             addr("203.0.113.5:40000"),
             "errors go back to the sender"
         );
         let padded = unpadded.with(Attribute::Padding(vec![0; 100]));
         let (reply, msg) = answer(&full(), "198.18.0.2:3478", &padded);
         assert_eq!(msg.class, Class::Success);
-        assert_eq!(reply.to, addr("203.0.113.5:5555"));
+        assert_eq!(reply.dst, addr("203.0.113.5:5555"));
     }
 
     #[test]
@@ -348,7 +333,7 @@ mod tests {
         );
         assert!(
             msg.attributes
-                .contains(&Attribute::SourceAddress(reply.from))
+                .contains(&Attribute::SourceAddress(reply.src))
         );
         assert!(msg.get(code::XOR_MAPPED_ADDRESS).is_none());
         assert!(msg.get(code::FINGERPRINT).is_none());

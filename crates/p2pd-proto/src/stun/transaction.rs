@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::message::{Class, Message, TransactionId};
+use super::message::{Class, Message};
+use super::wire::TransactionId;
+use crate::Transmit;
 
 /// When to resend a request and when to give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,24 +71,6 @@ impl RetransmitPolicy {
         }
         total += self.rto * self.last_wait.max(1);
         self.deadline.map_or(total, |d| d.min(total))
-    }
-}
-
-/// A datagram to send.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Where to.
-    pub dst: SocketAddr,
-    /// The bytes.
-    pub payload: Vec<u8>,
-}
-
-impl std::fmt::Debug for Transmit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transmit")
-            .field("dst", &self.dst)
-            .field("len", &self.payload.len())
-            .finish()
     }
 }
 
@@ -206,7 +190,8 @@ impl Transactions {
         self.pending.remove(id);
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send (`src` is `None`: the socket this machine
+    /// is driven on).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
@@ -237,6 +222,7 @@ impl Transactions {
             return;
         }
         self.transmits.push_back(Transmit {
+            src: None,
             dst: pending.dst,
             payload: pending.payload.clone(),
         });

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use p2pd_net::interfaces;
-use p2pd_net::stun::discovery::{DiscoveryOptions, NatReport};
+use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions, NatReport};
 use p2pd_node::config::NodeConfig;
 use p2pd_node::discovery;
 use p2pd_node::locals::{self, Local};
@@ -44,7 +44,13 @@ pub(crate) async fn run(args: &Args, config: &NodeConfig) -> anyhow::Result<()> 
         }
         served
     });
-    let reports = discovery::discover_each(&targets, &servers, &DiscoveryOptions::default()).await;
+    let reports = discovery::discover_each(
+        &targets,
+        &servers,
+        &DiscoveryOptions::default(),
+        &DeltaSeriesGate::default(),
+    )
+    .await;
     let mut entries = Vec::new();
     for (n, report) in reports {
         let target = &targets[n];
