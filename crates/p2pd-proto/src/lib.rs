@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod connect;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod route;
