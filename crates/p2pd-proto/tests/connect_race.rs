@@ -512,3 +512,334 @@ fn tried(race: &mut Race) -> Vec<(Strategy, String)> {
         other => panic!("expected a failed race, got {other:?}"),
     }
 }
+
+/// A driver that reports results in random orders at random times, and the
+/// invariants every race keeps whatever it is told.
+mod random_orders {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::collection::vec;
+    use proptest::prelude::{Just, any, prop_assert, prop_assert_eq, prop_oneof, proptest};
+    use proptest::strategy::Strategy as _;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn every_race_ends_once_in_time_and_accounts_for_every_attempt(
+            strategies in Just(Strategy::ALL.to_vec()).prop_shuffle(),
+            started in 0usize..=4,
+            budgets in [1u32..4000, 1u32..4000, 1u32..4000, 1u32..4000],
+            overall in 1u32..6000,
+            stagger in prop_oneof![Just(0u32), Just(2), Just(250)],
+            dsts in 0usize..=3,
+            steps in vec(step(), 0..40),
+        ) {
+            let strategies = strategies[..started].to_vec();
+            let config = RaceConfig {
+                strategies: strategies.clone(),
+                budgets: Budgets {
+                    direct: MS * budgets[0],
+                    reverse: MS * budgets[1],
+                    punch: MS * budgets[2],
+                    relay: MS * budgets[3],
+                },
+                overall: MS * overall,
+                stagger: MS * stagger,
+            };
+            let mut sim = Sim::new(config, dsts);
+            for step in steps {
+                sim.apply(step);
+            }
+            for _ in 0..1000 {
+                if sim.race.poll_timeout().is_none() {
+                    break;
+                }
+                sim.advance(u32::from(u16::MAX));
+            }
+
+            prop_assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+            prop_assert_eq!(sim.outcomes.len(), 1, "exactly one outcome");
+            let (decided_at, outcome) = sim.outcomes[0].clone();
+            prop_assert!(decided_at <= sim.deadline, "decided past the overall timeout");
+            let winner = match &outcome {
+                Outcome::Won { attempt, .. } => Some(*attempt),
+                Outcome::Failed { tried } => {
+                    let timed_out = tried.iter().any(|(_, e)| *e == StrategyError::ConnectTimedOut);
+                    prop_assert!(!timed_out || decided_at == sim.deadline);
+                    prop_assert_eq!(tried.is_empty(), strategies.is_empty());
+                    // Started strategies are a prefix of the preference
+                    // order, each reported once.
+                    let mut reported: Vec<Strategy> = tried.iter().map(|(s, _)| *s).collect();
+                    reported.sort();
+                    let mut prefix = strategies[..tried.len()].to_vec();
+                    prefix.sort();
+                    prop_assert_eq!(reported, prefix);
+                    None
+                }
+            };
+            match outcome {
+                Outcome::Won { strategy: Direct, attempt } => {
+                    prop_assert!(sim.connects.contains(&attempt));
+                    prop_assert!(sim.connected.contains(&attempt));
+                }
+                Outcome::Won { strategy: Reverse, attempt } => {
+                    prop_assert!(sim.dial_backs.contains(&attempt));
+                }
+                Outcome::Won { strategy, .. } => prop_assert!(false, "{strategy} cannot win"),
+                Outcome::Failed { .. } => {}
+            }
+            for &id in sim.connects.iter().chain(&sim.dial_backs) {
+                let cancels = sim.cancels.get(&id).copied().unwrap_or(0);
+                let closed = sim.closed.contains(&id);
+                if Some(id) == winner {
+                    prop_assert!(cancels == 0 && !closed, "the winner is kept");
+                } else if sim.connected.contains(&id) {
+                    prop_assert!(closed, "{id}: an unwanted connection is closed");
+                } else if !sim.failed.contains(&id) {
+                    prop_assert_eq!(cancels, 1, "{} is cancelled once", id);
+                }
+            }
+            for id in &sim.requests {
+                prop_assert_eq!(sim.cancels.get(id).copied(), Some(1), "{} is cancelled once", id);
+            }
+            for id in &sim.closed {
+                prop_assert!(sim.connected.contains(id), "{id}: only connections are closed");
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Wait(u16),
+        Connected(u8),
+        ConnectFailed(u8),
+        SignalingReady,
+        SignalingUnavailable,
+        Sent(u8),
+        DialBack,
+        WrongDialBack,
+        LateConnected(u8),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u16..3000).prop_map(Step::Wait),
+            2 => any::<u8>().prop_map(Step::Connected),
+            3 => any::<u8>().prop_map(Step::ConnectFailed),
+            1 => Just(Step::SignalingReady),
+            1 => Just(Step::SignalingUnavailable),
+            1 => (0u8..3).prop_map(Step::Sent),
+            1 => Just(Step::DialBack),
+            1 => Just(Step::WrongDialBack),
+            1 => any::<u8>().prop_map(Step::LateConnected),
+        ]
+    }
+
+    /// The driver's view of one race, and everything the race told it.
+    struct Sim {
+        race: Race,
+        now: Instant,
+        deadline: Instant,
+        /// Connects asked for and not yet reported or cancelled.
+        pending: Vec<AttemptId>,
+        /// Every connect asked for.
+        connects: Vec<AttemptId>,
+        /// Reverse attempts waiting for signaling.
+        waiting: Vec<AttemptId>,
+        /// Reverse attempts whose request is being sent.
+        sending: Vec<AttemptId>,
+        /// Whether a request went out, so the peer may dial back.
+        token_out: bool,
+        /// Every reverse attempt.
+        requests: Vec<AttemptId>,
+        dial_backs: Vec<AttemptId>,
+        /// Attempts reported connected, dial-backs included.
+        connected: BTreeSet<AttemptId>,
+        failed: BTreeSet<AttemptId>,
+        cancels: BTreeMap<AttemptId, usize>,
+        closed: BTreeSet<AttemptId>,
+        outcomes: Vec<(Instant, Outcome)>,
+        violations: Vec<String>,
+    }
+
+    impl Sim {
+        fn new(config: RaceConfig, dsts: usize) -> Self {
+            let now = Instant::now();
+            let deadline = now + config.overall;
+            let mut candidates = destinations();
+            candidates.push("203.0.113.7:4000".parse().expect("literal"));
+            candidates.truncate(dsts);
+            let mut sim = Self {
+                race: Race::new(now, config, candidates, token()),
+                now,
+                deadline,
+                pending: Vec::new(),
+                connects: Vec::new(),
+                waiting: Vec::new(),
+                sending: Vec::new(),
+                token_out: false,
+                requests: Vec::new(),
+                dial_backs: Vec::new(),
+                connected: BTreeSet::new(),
+                failed: BTreeSet::new(),
+                cancels: BTreeMap::new(),
+                closed: BTreeSet::new(),
+                outcomes: Vec::new(),
+                violations: Vec::new(),
+            };
+            sim.pump();
+            sim
+        }
+
+        fn apply(&mut self, step: Step) {
+            let now = self.now;
+            match step {
+                Step::Wait(ms) => self.advance(u32::from(ms)),
+                Step::Connected(pick) => {
+                    if let Some(id) = take(&mut self.pending, pick) {
+                        self.connected.insert(id);
+                        self.race.handle_connected(now, id);
+                    }
+                }
+                Step::ConnectFailed(pick) => {
+                    if let Some(id) = take(&mut self.pending, pick) {
+                        self.failed.insert(id);
+                        self.race.handle_connect_failed(now, id, "refused".into());
+                    }
+                }
+                Step::SignalingReady => {
+                    if let Some(id) = take(&mut self.waiting, 0) {
+                        self.race.handle_signaling_ready(now, id);
+                    }
+                }
+                Step::SignalingUnavailable => {
+                    if let Some(id) = take(&mut self.waiting, 0) {
+                        self.race.handle_signaling_unavailable(now, id);
+                    }
+                }
+                Step::Sent(brokers) => {
+                    if let Some(id) = take(&mut self.sending, 0) {
+                        self.race.handle_reverse_sent(now, id, brokers.into());
+                    }
+                }
+                Step::DialBack => {
+                    if self.token_out {
+                        match self.race.handle_dial_back(now, token()) {
+                            Some(id) => {
+                                self.dial_backs.push(id);
+                                self.connected.insert(id);
+                            }
+                            None => self.violations.push("our token refused".into()),
+                        }
+                    }
+                }
+                Step::WrongDialBack => {
+                    if self
+                        .race
+                        .handle_dial_back(now, ReverseToken::from_random(7))
+                        .is_some()
+                    {
+                        self.violations.push("a wrong token taken".into());
+                    }
+                }
+                Step::LateConnected(pick) => {
+                    let done: Vec<AttemptId> = self
+                        .connects
+                        .iter()
+                        .filter(|id| !self.pending.contains(id) && !self.connected.contains(id))
+                        .copied()
+                        .collect();
+                    if let Some(&id) = done.get(usize::from(pick) % done.len().max(1)) {
+                        self.connected.insert(id);
+                        self.race.handle_connected(now, id);
+                    }
+                }
+            }
+            self.pump();
+        }
+
+        /// Moves the clock `ms` on, waking the race at each deadline on the way.
+        fn advance(&mut self, ms: u32) {
+            let target = self.now + MS * ms;
+            while let Some((at, _)) = self.race.poll_timeout() {
+                if at > target {
+                    break;
+                }
+                if at < self.now {
+                    self.violations
+                        .push(format!("a deadline in the past: {at:?}"));
+                }
+                self.now = at;
+                self.race.handle_timeout(at);
+                self.pump();
+            }
+            if !self.race.is_decided() {
+                self.now = target;
+            }
+        }
+
+        /// Does what the race asks, as a driver would, and takes its outcome.
+        fn pump(&mut self) {
+            let decided = !self.outcomes.is_empty();
+            while let Some(action) = self.race.poll_action() {
+                match action {
+                    Action::Connect { attempt, .. } => {
+                        self.pending.push(attempt);
+                        self.connects.push(attempt);
+                    }
+                    Action::WaitSignaling { attempt } => {
+                        self.waiting.push(attempt);
+                        self.requests.push(attempt);
+                    }
+                    Action::SendReverse {
+                        attempt,
+                        token: sent,
+                    } => {
+                        self.sending.push(attempt);
+                        self.token_out = true;
+                        if sent != token() {
+                            self.violations.push("another token sent".into());
+                        }
+                    }
+                    Action::Cancel { attempt } => {
+                        *self.cancels.entry(attempt).or_default() += 1;
+                        for list in [&mut self.pending, &mut self.waiting, &mut self.sending] {
+                            list.retain(|id| *id != attempt);
+                        }
+                    }
+                    Action::Close { attempt } => {
+                        self.closed.insert(attempt);
+                    }
+                }
+                let starts = matches!(
+                    action,
+                    Action::Connect { .. }
+                        | Action::WaitSignaling { .. }
+                        | Action::SendReverse { .. }
+                );
+                if decided && starts {
+                    self.violations
+                        .push(format!("{action:?} after the decision"));
+                }
+            }
+            if let Some((at, _)) = self.race.poll_timeout()
+                && at > self.deadline
+            {
+                self.violations
+                    .push("a deadline past the overall timeout".into());
+            }
+            if let Some(outcome) = self.race.poll_outcome() {
+                self.outcomes.push((self.now, outcome));
+            }
+        }
+    }
+
+    fn take(list: &mut Vec<AttemptId>, pick: u8) -> Option<AttemptId> {
+        if list.is_empty() {
+            return None;
+        }
+        let at = usize::from(pick) % list.len();
+        Some(list.remove(at))
+    }
+}
