@@ -17,6 +17,47 @@
 //! the sockets and sends the messages it is told to, and reports back.
 //! [`candidates_for`] computes where direct dials, [`stagger_for`] the head
 //! start; the [`preamble`] codec frames the dial-back's first bytes.
+//!
+//! A driver loop, here with a network where every connect is refused and
+//! no broker is configured:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use p2pd_proto::connect::{Action, Budgets, Outcome, Race, RaceConfig, ReverseToken, Strategy};
+//!
+//! let budget = Duration::from_secs(2);
+//! let config = RaceConfig {
+//!     strategies: vec![Strategy::Direct, Strategy::Reverse],
+//!     budgets: Budgets { direct: budget, reverse: budget, punch: budget, relay: budget },
+//!     overall: Duration::from_secs(15),
+//!     stagger: p2pd_proto::connect::defaults::STAGGER_NATTED,
+//! };
+//! let mut now = Instant::now();
+//! let candidates = vec!["198.18.2.1:4000".parse()?];
+//! let mut race = Race::new(now, config, candidates, ReverseToken::from_random(42));
+//! let outcome = loop {
+//!     while let Some(action) = race.poll_action() {
+//!         match action {
+//!             Action::Connect { attempt, .. } => {
+//!                 race.handle_connect_failed(now, attempt, "connection refused".into())
+//!             }
+//!             Action::WaitSignaling { attempt } => race.handle_signaling_unavailable(now, attempt),
+//!             Action::SendReverse { attempt, .. } => race.handle_reverse_sent(now, attempt, 0),
+//!             Action::Cancel { .. } | Action::Close { .. } => {}
+//!         }
+//!     }
+//!     if let Some(outcome) = race.poll_outcome() {
+//!         break outcome;
+//!     }
+//!     let Some((at, _reason)) = race.poll_timeout() else { unreachable!("undecided") };
+//!     now = at; // a real driver sleeps until `at` or the next IO result
+//!     race.handle_timeout(now);
+//! };
+//! let Outcome::Failed { tried } = outcome else { unreachable!("all refused") };
+//! assert_eq!(tried[0].1.to_string(), "198.18.2.1:4000: connection refused");
+//! assert_eq!(tried[1].1.to_string(), "no signaling broker is reachable");
+//! # Ok::<(), std::net::AddrParseError>(())
+//! ```
 
 mod candidates;
 mod child;
