@@ -3,8 +3,9 @@
 //! daemon starts with belong to the program that embeds the node.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
+
+pub use p2pd_proto::connect::{Budgets, Strategy, UnknownStrategy};
 
 use crate::defaults;
 use crate::servers::{BrokerUrl, HostPort, TurnServer};
@@ -77,13 +78,7 @@ pub struct ConnectConfig {
     /// The whole connect, all strategies.
     pub timeout: Duration,
     /// Each strategy gives up within its own budget.
-    pub direct: Duration,
-    /// See `direct`.
-    pub reverse: Duration,
-    /// See `direct`.
-    pub punch: Duration,
-    /// See `direct`.
-    pub relay: Duration,
+    pub budgets: Budgets,
 }
 
 impl Default for ConnectConfig {
@@ -92,86 +87,13 @@ impl Default for ConnectConfig {
         Self {
             strategies: Strategy::ALL.to_vec(),
             timeout: defaults::CONNECT_TIMEOUT,
-            direct: defaults::DIRECT_BUDGET,
-            reverse: defaults::REVERSE_BUDGET,
-            punch: defaults::PUNCH_BUDGET,
-            relay: defaults::RELAY_BUDGET,
+            budgets: Budgets {
+                direct: defaults::DIRECT_BUDGET,
+                reverse: defaults::REVERSE_BUDGET,
+                punch: defaults::PUNCH_BUDGET,
+                relay: defaults::RELAY_BUDGET,
+            },
         }
-    }
-}
-
-impl ConnectConfig {
-    /// The budget of one strategy.
-    pub fn budget(&self, strategy: Strategy) -> Duration {
-        match strategy {
-            Strategy::Direct => self.direct,
-            Strategy::Reverse => self.reverse,
-            Strategy::Punch => self.punch,
-            Strategy::Relay => self.relay,
-        }
-    }
-}
-
-/// A way to open a connection to a peer (manual 1.2.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Strategy {
-    /// Connect to the peer's listen port.
-    Direct,
-    /// Ask the peer, over signaling, to connect back.
-    Reverse,
-    /// TCP hole punching with predicted ports.
-    Punch,
-    /// Relay through a TURN server.
-    Relay,
-}
-
-impl Strategy {
-    /// Every strategy, in the default order of preference.
-    pub const ALL: [Strategy; 4] = [
-        Strategy::Direct,
-        Strategy::Reverse,
-        Strategy::Punch,
-        Strategy::Relay,
-    ];
-
-    /// The name used in config files, on the command line and in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Direct => "direct",
-            Strategy::Reverse => "reverse",
-            Strategy::Punch => "punch",
-            Strategy::Relay => "relay",
-        }
-    }
-
-    /// Whether it needs the signaling brokers.
-    pub fn signals(self) -> bool {
-        match self {
-            Strategy::Direct => false,
-            Strategy::Reverse | Strategy::Punch | Strategy::Relay => true,
-        }
-    }
-}
-
-impl std::fmt::Display for Strategy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A strategy name that is none of the four.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown strategy `{0}` (expected direct, reverse, punch or relay)")]
-pub struct UnknownStrategy(String);
-
-impl FromStr for Strategy {
-    type Err = UnknownStrategy;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Strategy::ALL
-            .into_iter()
-            .find(|st| st.name() == s)
-            .ok_or_else(|| UnknownStrategy(s.to_owned()))
     }
 }
 
@@ -203,13 +125,5 @@ mod tests {
         assert_eq!(config.identity_dir(), Some(Path::new("/var/lib/p2pd")));
         config.role = Role::Client;
         assert_eq!(config.identity_dir(), None);
-    }
-
-    #[test]
-    fn strategy_names_round_trip() {
-        for s in Strategy::ALL {
-            assert_eq!(s.name().parse::<Strategy>(), Ok(s));
-        }
-        assert!("teleport".parse::<Strategy>().is_err());
     }
 }

@@ -3,6 +3,10 @@
 //! nightly). Each panics on a bug and returns normally otherwise.
 
 use crate::addr::PeerAddr;
+use crate::connect::PreambleError;
+use crate::connect::preamble::{
+    REVERSE_MAGIC, REVERSE_PREAMBLE_LEN, decode_preamble, encode_preamble,
+};
 use crate::signal::{Identity, Inbox};
 use crate::stun::Attribute;
 use crate::stun::message::{Message, check_integrity, frame_len};
@@ -62,4 +66,26 @@ pub fn signal_envelope(data: &[u8]) {
         inbox.open(1_800_000_000_000, data).is_err(),
         "random bytes opened"
     );
+}
+
+/// Reverse preamble decoding: never panics; a decoded token encodes back
+/// to the same preamble but for the case of its hex digits, and bytes
+/// reported incomplete are a preamble's beginning.
+pub fn reverse_preamble(data: &[u8]) {
+    match decode_preamble(data) {
+        Ok(token) => {
+            let again = encode_preamble(token);
+            assert!(
+                again.eq_ignore_ascii_case(&data[..REVERSE_PREAMBLE_LEN]),
+                "a decoded preamble re-encodes to itself"
+            );
+            assert_eq!(decode_preamble(&again), Ok(token));
+        }
+        Err(PreambleError::Incomplete { needed }) => {
+            assert_eq!(data.len() + needed, REVERSE_PREAMBLE_LEN);
+            let magic = data.len().min(REVERSE_MAGIC.len());
+            assert_eq!(data[..magic], REVERSE_MAGIC[..magic]);
+        }
+        Err(PreambleError::NotPreamble | PreambleError::BadToken) => {}
+    }
 }

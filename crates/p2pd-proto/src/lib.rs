@@ -12,9 +12,9 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod connect;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod reverse;
 pub mod route;
 pub mod signal;
 pub mod stun;

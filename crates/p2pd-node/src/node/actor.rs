@@ -10,7 +10,7 @@ use p2pd_net::daemon::Daemon;
 use p2pd_net::pipe::Pipe;
 use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions};
 use p2pd_proto::addr::{NodeId, PeerAddr};
-use p2pd_proto::reverse::Token;
+use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::signal::{Body, Inbox, Signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,6 @@ use super::binds::{self, Binds};
 use super::dialback::{Admission, DialBack, dialable};
 use super::{DISCOVERY_LIMIT, Shared, Status, inbound, unix_ms};
 use crate::candidates::{Candidates, Reflexive};
-use crate::config::Strategy;
 use crate::discovery;
 use crate::locals::Local;
 
@@ -27,13 +26,13 @@ use crate::locals::Local;
 pub(crate) enum Command {
     /// Remember a reverse request of ours; its connection goes to `reply`.
     AwaitReverse {
-        token: Token,
+        token: ReverseToken,
         reply: oneshot::Sender<Pipe>,
     },
     /// An accepted connection began with a reverse preamble: if it answers
     /// one of our requests, hand it over and say so.
     Claim {
-        token: Token,
+        token: ReverseToken,
         conn: Pipe,
         claimed: oneshot::Sender<bool>,
     },
@@ -65,7 +64,7 @@ pub(crate) struct Actor {
     parts: Parts,
     inbox: Inbox,
     /// Our reverse requests waiting for their connection.
-    pending: HashMap<Token, oneshot::Sender<Pipe>>,
+    pending: HashMap<ReverseToken, oneshot::Sender<Pipe>>,
     admission: Admission,
     /// Discovery rounds may overlap (start, a newly bound address): their
     /// delta series take turns here.
@@ -104,12 +103,13 @@ impl Actor {
         loop {
             tokio::select! {
                 command = self.parts.commands.recv() => match command {
-                    Some(Command::Close { done }) => {
-                        self.shut_down().await;
-                        let _ = done.send(());
-                        return;
+                    Some(command) => {
+                        if let Some(done) = self.handle(command) {
+                            self.shut_down().await;
+                            let _ = done.send(());
+                            return;
+                        }
                     }
-                    Some(command) => self.handle(command),
                     None => break,
                 },
                 Some(envelope) = self.parts.envelopes.recv() => self.on_envelope(&envelope),
@@ -119,7 +119,9 @@ impl Actor {
         self.shut_down().await;
     }
 
-    fn handle(&mut self, command: Command) {
+    /// Applies a command; for [`Command::Close`], returns whom to tell once
+    /// `run` has shut down.
+    fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         match command {
             Command::AwaitReverse { token, reply } => {
                 // Requests whose connect has given up are forgotten here.
@@ -154,11 +156,9 @@ impl Actor {
                     self.parts.status.send_modify(|s| s.discovered = true);
                 }
             }
-            Command::Close { done } => {
-                // Handled by `run`, which must await the shutdown.
-                let _ = done.send(());
-            }
+            Command::Close { done } => return Some(done),
         }
+        None
     }
 
     fn on_envelope(&mut self, envelope: &[u8]) {
@@ -186,7 +186,7 @@ impl Actor {
             tracing::debug!(%from, "reverse request with a bad address");
             return;
         };
-        let Ok(token) = token.parse::<Token>() else {
+        let Ok(token) = token.parse::<ReverseToken>() else {
             tracing::debug!(%from, "reverse request with a bad token");
             return;
         };
@@ -215,7 +215,7 @@ impl Actor {
             permits,
             ours,
             nets: shared.lan_nets.clone(),
-            budget: shared.config.connect.budget(Strategy::Reverse),
+            budget: shared.config.connect.budgets.reverse,
             hooks: shared.hooks.subscribe(),
             stop: self.stop.clone(),
         };

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use p2pd_net::pipe::Pipe;
 use p2pd_proto::addr::{NodeId, PeerAddr};
-use p2pd_proto::reverse::{self, Token};
+use p2pd_proto::connect::ReverseToken;
+use p2pd_proto::connect::preamble::encode_preamble;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -84,7 +85,7 @@ pub(crate) fn dialable(asker: &PeerAddr, offline: bool) -> bool {
 /// What a dial-back needs.
 pub(crate) struct DialBack {
     pub(crate) asker: PeerAddr,
-    pub(crate) token: Token,
+    pub(crate) token: ReverseToken,
     pub(crate) permits: Permits,
     /// Our external IPs and networks, to pick the asker's addresses.
     pub(crate) ours: Vec<IpAddr>,
@@ -105,7 +106,7 @@ impl DialBack {
             return;
         };
         inbound::serve_all(&pipe, self.hooks.clone());
-        if pipe.send(&reverse::encode(self.token), None).await.is_err() {
+        if pipe.send(&encode_preamble(self.token), None).await.is_err() {
             pipe.close().await;
             return;
         }

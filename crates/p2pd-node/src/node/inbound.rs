@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use p2pd_net::pipe::{Message, Pipe};
-use p2pd_proto::reverse;
+use p2pd_proto::connect::ReverseToken;
+use p2pd_proto::connect::preamble::decode_preamble;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Command;
@@ -49,7 +50,7 @@ pub(crate) fn on_accept(
             // A connection's messages are delivered one at a time, so its
             // state needs no stronger ordering.
             if state.load(Ordering::Relaxed) == FRESH {
-                let ours = match reverse::decode(&msg.data) {
+                let ours = match decode_preamble(&msg.data) {
                     Ok(token) => claim(&actor, token, conn.clone()).await,
                     Err(_) => false,
                 };
@@ -73,7 +74,7 @@ pub(crate) fn serve_all(conn: &Pipe, hooks: watch::Receiver<Hooks>) {
 
 /// Asks the actor whether `token` is one of our pending reverse requests;
 /// if so, `conn` has been handed to the connect that waits for it.
-async fn claim(actor: &mpsc::WeakSender<Command>, token: reverse::Token, conn: Pipe) -> bool {
+async fn claim(actor: &mpsc::WeakSender<Command>, token: ReverseToken, conn: Pipe) -> bool {
     let Some(actor) = actor.upgrade() else {
         return false;
     };

@@ -18,6 +18,7 @@ mod binds;
 mod dialback;
 mod inbound;
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,15 +27,17 @@ use p2pd_net::daemon::Daemon;
 use p2pd_net::interfaces;
 use p2pd_net::pipe::{Message, Pipe, PipeConfig};
 use p2pd_proto::addr::{NodeId, PeerAddr};
+use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::signal::{Body, Identity, InboxStats, Signal, seal};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::candidates::Candidates;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Strategy};
+use crate::connect::{self, ConnectError, Connection, Signals};
 use crate::locals::{self, Local};
 use crate::signaling::Signaling;
 
-pub(crate) use actor::Command;
+use actor::Command;
 pub use inbound::ECHO;
 
 /// Discovery is given this long before the first address is final.
@@ -214,6 +217,19 @@ impl Node {
         });
     }
 
+    /// Connects to `peer` with `strategies` (in this order of preference).
+    /// The connection is this node's user's: no ECHO is served on it.
+    pub async fn connect(
+        &self,
+        peer: &PeerAddr,
+        strategies: &[Strategy],
+    ) -> Result<Connection, ConnectError> {
+        let ours: Vec<IpAddr> = self.addr().endpoints().map(|e| e.external).collect();
+        let nets = &self.shared.lan_nets;
+        let config = &self.shared.config.connect;
+        connect::connect(self, (&ours, nets), peer, strategies, config).await
+    }
+
     /// Waits until signaling is up on at least one broker, at most `limit`;
     /// returns whether it is.
     ///
@@ -261,6 +277,29 @@ impl Shared {
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
+impl Signals for Node {
+    fn wait_up(&self, limit: Duration) -> impl Future<Output = bool> + Send + 'static {
+        let node = self.clone();
+        async move { node.signaling_ready(limit).await }
+    }
+
+    async fn ask_reverse(
+        &self,
+        peer: &PeerAddr,
+        token: ReverseToken,
+    ) -> Option<(usize, oneshot::Receiver<Pipe>)> {
+        // The actor forgets the request once `rx` is dropped.
+        let (reply, rx) = oneshot::channel();
+        let command = Command::AwaitReverse { token, reply };
+        self.commands.send(command).await.ok()?;
+        let body = Body::Reverse {
+            token: token.to_string(),
+            addr: self.addr().to_string(),
+        };
+        Some((self.send_signal(peer, body), rx))
+    }
+}
+
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

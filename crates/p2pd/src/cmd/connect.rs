@@ -40,7 +40,7 @@ pub(crate) async fn run(args: &Args, mut config: NodeConfig) -> anyhow::Result<b
         config.connect.strategies.clone_from(&args.strategies);
     }
     let strategies = config.connect.strategies.clone();
-    let reverse_budget = config.connect.budget(Strategy::Reverse);
+    let reverse_budget = config.connect.budgets.reverse;
     let node = Node::start(config).await.context("starting the node")?;
     // The node is up once it can signal: `ms` measures the connect alone.
     if strategies.iter().any(|s| s.signals()) {
@@ -52,7 +52,7 @@ pub(crate) async fn run(args: &Args, mut config: NodeConfig) -> anyhow::Result<b
             let tried: Vec<_> = err
                 .tried
                 .iter()
-                .map(|(s, e)| json!({"strategy": s.name(), "error": e}))
+                .map(|(s, e)| json!({"strategy": s.name(), "error": e.to_string()}))
                 .collect();
             if args.json {
                 output::status(json!({"error": err.to_string(), "tried": tried}));

@@ -200,10 +200,10 @@ impl File {
         }
         for (ms, slot) in [
             (c.timeout_ms, &mut connect.timeout),
-            (c.direct_ms, &mut connect.direct),
-            (c.reverse_ms, &mut connect.reverse),
-            (c.punch_ms, &mut connect.punch),
-            (c.relay_ms, &mut connect.relay),
+            (c.direct_ms, &mut connect.budgets.direct),
+            (c.reverse_ms, &mut connect.budgets.reverse),
+            (c.punch_ms, &mut connect.budgets.punch),
+            (c.relay_ms, &mut connect.budgets.relay),
         ] {
             if let Some(ms) = ms {
                 *slot = Duration::from_millis(ms);
@@ -319,12 +319,12 @@ mod tests {
             vec!["198.18.0.2:3478".parse().expect("lit")]
         );
         assert_eq!(
-            config.node.connect.budget(Strategy::Direct),
+            config.node.connect.budgets.direct,
             Duration::from_millis(50)
         );
         assert_eq!(
-            config.node.connect.reverse,
-            ConnectConfig::default().reverse
+            config.node.connect.budgets.reverse,
+            ConnectConfig::default().budgets.reverse
         );
         assert_eq!(config.node.brokers, defaults::parse(defaults::BROKERS));
     }

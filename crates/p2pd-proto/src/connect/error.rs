@@ -1,0 +1,97 @@
+//! Why a strategy gave up, and why bytes are not a reverse preamble.
+//!
+//! A [`StrategyError`]'s text reaches users as a `tried` entry of
+//! `p2pd connect --json` (DESIGN.md "Machine-readable output"), so each
+//! variant keeps the wording users and scripts already see.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::Strategy;
+
+/// Why one strategy of a connect gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// Direct: the peer's address gave nothing to dial.
+    #[error("the address lists no reachable endpoint")]
+    NoEndpoint,
+    /// Direct: every destination refused or failed, in order of failure.
+    #[error("{}", join(.0, "; "))]
+    AllDialsFailed(Vec<DialFailure>),
+    /// Direct: destinations were still silent when the budget ended.
+    #[error("no answer within {} ms from {}", .budget.as_millis(), join(.dialled, ", "))]
+    NoAnswer {
+        /// The strategy's budget.
+        budget: Duration,
+        /// Every destination dialled, in the order they were dialled.
+        dialled: Vec<SocketAddr>,
+    },
+    /// Reverse: no broker was connected within the budget, or none is
+    /// configured.
+    #[error("no signaling broker is reachable")]
+    NoSignaling,
+    /// Reverse: brokers are up, but none the peer listens on.
+    #[error("none of the brokers the peer's address lists is connected")]
+    NoSharedBroker,
+    /// Reverse: the request went out but no connection with its token came.
+    #[error("the peer did not connect back within {} ms", .budget.as_millis())]
+    NoDialBack {
+        /// The strategy's budget.
+        budget: Duration,
+    },
+    /// A strategy this version does not implement.
+    #[error("{0} is not available in this version")]
+    NotAvailable(Strategy),
+    /// The strategy was still trying when the whole connect's timeout ended.
+    #[error("the whole connect timed out")]
+    ConnectTimedOut,
+}
+
+/// One failed TCP connect of the direct strategy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialFailure {
+    /// Where it went.
+    pub dst: SocketAddr,
+    /// What the driver's OS said; opaque here, since it comes from IO.
+    pub reason: String,
+}
+
+impl fmt::Display for DialFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.dst, self.reason)
+    }
+}
+
+/// Why bytes are not a reverse preamble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PreambleError {
+    /// Too short to tell, but a preamble so far: a stream reader may wait
+    /// for more bytes.
+    #[error("incomplete reverse preamble: {needed} more bytes needed")]
+    Incomplete {
+        /// Bytes missing to the preamble's fixed length.
+        needed: usize,
+    },
+    /// The bytes do not begin with the preamble's magic.
+    #[error("not a reverse preamble")]
+    NotPreamble,
+    /// The magic is there but not 32 hex digits and a newline after it.
+    #[error("malformed reverse preamble token")]
+    BadToken,
+}
+
+/// A reverse token that is not 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a reverse token is 32 hex digits")]
+pub struct BadToken;
+
+fn join<T: fmt::Display>(items: &[T], sep: &str) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
