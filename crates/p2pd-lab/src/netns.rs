@@ -88,6 +88,23 @@ impl Netns {
         exec::run("ip", &full, SHORT)
     }
 
+    /// The index of interface `name` in the namespace: the scope id of its
+    /// link-local addresses.
+    pub fn if_index(&self, name: &str) -> Result<u32, LabError> {
+        let out = self.ip(&["-o", "link", "show", "dev", name])?;
+        out.stdout
+            .split(':')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| LabError::Io {
+                what: format!("reading the index of {name} in {}", self.name),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("unexpected `ip link` output: {}", out.stdout.trim()),
+                ),
+            })
+    }
+
     /// Runs many `ip` commands (one per line, without the leading `ip`)
     /// inside the namespace, in one process.
     pub fn ip_batch(&self, lines: &[String]) -> Result<Output, LabError> {
@@ -247,5 +264,18 @@ mod tests {
         assert_eq!(base36(0), "0");
         assert_eq!(base36(35), "z");
         assert_eq!(base36(36), "10");
+    }
+
+    #[test]
+    fn if_index_names_the_interface_the_kernel_numbered() {
+        crate::require_lab!();
+        let (a, b) = (Netns::new().expect("a"), Netns::new().expect("b"));
+        veth(&a, "eth0", &b, "eth0").expect("veth");
+        assert_eq!(a.if_index("lo").expect("lo"), 1);
+        let eth0 = a.if_index("eth0").expect("eth0");
+        assert!(eth0 > 1, "eth0 is {eth0}");
+        let listed = a.ip(&["-o", "link"]).expect("ip link").stdout;
+        assert!(listed.contains(&format!("{eth0}: eth0")), "{listed}");
+        assert!(a.if_index("nonesuch").is_err());
     }
 }

@@ -123,8 +123,8 @@ fn text_listing_names_every_address() {
 fn binds_and_talks_on_every_assigned_address() {
     require_lab!();
     let (a, b) = pair();
-    let a_index = a.block_on(|| async { if_index("eth0") }).expect("enter a");
-    let b_index = b.block_on(|| async { if_index("eth0") }).expect("enter b");
+    let a_index = a.if_index("eth0").expect("eth0 in a");
+    let b_index = b.if_index("eth0").expect("eth0 in b");
     let targets = [
         (addr(A_V4, 0), addr(B_V4, 0)),
         (addr(A_V6, 0), addr(B_V6, 0)),
@@ -195,13 +195,4 @@ fn scoped(ip: &str, scope_id: u32) -> SocketAddr {
         0,
         scope_id,
     ))
-}
-
-fn if_index(name: &str) -> u32 {
-    p2pd_net::interfaces::list()
-        .expect("list")
-        .into_iter()
-        .find(|i| i.name == name)
-        .map(|i| i.index)
-        .expect("interface exists")
 }

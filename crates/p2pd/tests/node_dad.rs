@@ -96,7 +96,7 @@ fn a_node_started_during_dad_serves_its_addresses_once_they_are_usable() {
     assert_eq!(entry.port, port, "one port on every address");
     let link_local = entry.internal;
 
-    let b_index = b.block_on(|| async { if_index("eth0") }).expect("enter b");
+    let b_index = b.if_index("eth0").expect("eth0 in b");
     let targets = [
         SocketAddr::new(A_V4.parse().expect("literal"), port),
         SocketAddr::new(v6, port),
@@ -163,13 +163,4 @@ fn spawn_lines(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
 
 fn is_link_local(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if v6.segments()[0] == 0xfe80)
-}
-
-fn if_index(name: &str) -> u32 {
-    p2pd_net::interfaces::list()
-        .expect("list")
-        .into_iter()
-        .find(|i| i.name == name)
-        .map(|i| i.index)
-        .expect("interface exists")
 }
