@@ -21,6 +21,10 @@ use crate::locals::link_local_of;
 /// where more probes are configured.
 pub(super) const RETRY_EVERY: Duration = Duration::from_millis(200);
 const RETRY_LIMIT: Duration = Duration::from_secs(60);
+/// How often the interfaces are listed while a link-local address is
+/// missing: listing costs a netlink dump, binding a tentative address
+/// costs one syscall, so the first is done less often.
+const LIST_EVERY: Duration = Duration::from_secs(1);
 
 /// A socket not bound yet: the own IP of local address `local`, or its
 /// link-local address (`addr` is `None` while the kernel has not made
@@ -37,6 +41,9 @@ struct Waiting {
 pub(crate) struct Binds {
     waiting: Vec<Waiting>,
     give_up: Instant,
+    /// When the interfaces may be listed again to look for missing
+    /// link-local addresses.
+    next_listing: Instant,
     /// The port every socket shares: the configured one, or the first
     /// one the OS picked (0 until then).
     port: u16,
@@ -85,6 +92,7 @@ pub(crate) async fn listen(
     Ok(Binds {
         waiting,
         give_up: Instant::now() + RETRY_LIMIT,
+        next_listing: Instant::now(),
         port,
     })
 }
@@ -107,7 +115,8 @@ impl Binds {
         daemon: &mut Daemon,
         candidates: &mut Candidates,
     ) -> Vec<usize> {
-        if Instant::now() >= self.give_up {
+        let now = Instant::now();
+        if now >= self.give_up {
             for w in self.waiting.drain(..) {
                 match w.addr {
                     Some(addr) => tracing::warn!(%addr, "address never became usable; not served"),
@@ -117,7 +126,8 @@ impl Binds {
             }
             return Vec::new();
         }
-        let listed = if self.waiting.iter().any(|w| w.addr.is_none()) {
+        let listed = if now >= self.next_listing && self.waiting.iter().any(|w| w.addr.is_none()) {
+            self.next_listing = now + LIST_EVERY;
             interfaces::list().unwrap_or_default()
         } else {
             Vec::new()
