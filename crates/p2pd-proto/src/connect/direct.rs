@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::child::{Machine, Output};
+use super::machine::{Machine, Output};
 use super::{Action, AttemptId, AttemptIds, DialFailure, StrategyError};
 
 /// Dials every destination at once, within a budget.

@@ -64,6 +64,7 @@ mod child;
 pub mod defaults;
 mod direct;
 mod error;
+mod machine;
 pub mod preamble;
 mod race;
 mod reverse;

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::child::{Child, Output, StartInput};
+use super::child::{Child, StartInput};
+use super::machine::Output;
 use super::{
     Action, AttemptId, AttemptIds, Budgets, Outcome, Reason, ReverseToken, Strategy, StrategyError,
 };

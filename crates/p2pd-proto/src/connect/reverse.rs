@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::child::{Machine, Output};
+use super::machine::{Machine, Output};
 use super::{Action, AttemptId, AttemptIds, ReverseToken, StrategyError};
 
 /// One reverse request, from waiting for signaling to the dial-back.

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::child::{Machine, Output};
+use super::machine::{Machine, Output};
 use super::{Strategy, StrategyError};
 
 /// Punch or relay, until they exist.
