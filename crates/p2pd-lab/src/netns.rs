@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
@@ -15,17 +14,20 @@ use crate::exec::{self, Output, SHORT};
 /// Prefix of every namespace and temporary interface the lab makes.
 pub const PREFIX: &str = "p2l";
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+/// The longest Linux interface name.
+const IFNAMSIZ: usize = 15;
 
-/// A name unique on this machine: `p2l<pid>x<n>`, pid and counter in base 36,
-/// so it fits the 15 bytes of a Linux interface name.
+/// A name for a namespace or interface: `p2l<pid>x<random>` in base 36,
+/// filling the 15 bytes of a Linux interface name. The pid keeps processes
+/// apart (and lets [`clean_stale`] find labs whose process died); within
+/// one process, the random part (at least six base-36 digits, two billion
+/// values) makes a clash between the few dozen names alive at once
+/// negligible, without a counter shared between tests.
 pub fn unique_name() -> String {
-    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{PREFIX}{}x{}",
-        base36(u64::from(std::process::id())),
-        base36(n)
-    )
+    let head = format!("{PREFIX}{}x", base36(u64::from(std::process::id())));
+    let digits = u32::try_from(IFNAMSIZ.saturating_sub(head.len())).unwrap_or(0);
+    let space = 36u64.saturating_pow(digits);
+    format!("{head}{}", base36(rand::random::<u64>() % space.max(1)))
 }
 
 /// The process id encoded in a lab name, to find labs whose process died.
