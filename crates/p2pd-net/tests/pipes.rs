@@ -1,14 +1,18 @@
 //! Pipes over real loopback sockets: echo, subscriptions, queues, ends,
 //! duplicates, forwarding, byte streams and daemons.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use p2pd_net::daemon::{AddressFamily, Daemon, Ports, Target};
 use p2pd_net::pipe::{Pipe, PipeConfig, PipeError, Protocol, RecvError, SubKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(5));
 const V4: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -27,6 +31,23 @@ async fn echo_server(protocol: Protocol, local: SocketAddr) -> Pipe {
         let _ = reply.send(&msg.data, Some(msg.from)).await;
     });
     server
+}
+
+/// Polls `fut` once, so a test knows it is waiting (not yet started, not
+/// finished) before it acts on what the future waits for.
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
+}
+
+/// Waits for `n` signals on `rx`, at most five seconds.
+async fn signals(rx: &mut mpsc::UnboundedReceiver<()>, n: usize, what: &str) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        for _ in 0..n {
+            rx.recv().await.expect("sender alive");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
 }
 
 async fn has_ipv6() -> bool {
@@ -118,6 +139,45 @@ async fn recv_reports_timeouts_and_unknown_subscriptions() {
         server.subscribe(&SubKey::new("(", "")),
         Err(PipeError::Pattern(_))
     ));
+}
+
+/// On paused time: a receive waits exactly its timeout when nothing comes,
+/// and returns a message that comes before the timeout at once.
+#[tokio::test(start_paused = true)]
+async fn recv_timeouts_run_on_virtual_time() {
+    let server = Pipe::listen(Protocol::Udp, V4, &config())
+        .await
+        .expect("listen");
+    server.subscribe(&SubKey::all()).expect("subscribe");
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        server
+            .recv(&SubKey::all(), Some(Duration::from_secs(30)))
+            .await,
+        Err(RecvError::Timeout)
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+
+    let client = Pipe::connect(Protocol::Udp, server.local_addr(), None, &config())
+        .await
+        .expect("client");
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        client.send(b"late", None).await.expect("send");
+        client
+    });
+    let started = tokio::time::Instant::now();
+    let msg = server
+        .recv(&SubKey::all(), Some(Duration::from_secs(30)))
+        .await
+        .expect("the message comes before the timeout");
+    assert_eq!(&msg.data[..], b"late");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(30),
+        "{waited:?}"
+    );
+    drop(late.await.expect("sender"));
 }
 
 #[tokio::test]
@@ -569,24 +629,26 @@ async fn close_does_not_wait_for_a_peer_that_stops_reading() {
         .expect("connect");
     let _peer = silent.await.expect("accept");
     let sender = pipe.clone();
+    let (blocked_tx, blocked) = tokio::sync::oneshot::channel();
     let flood = tokio::spawn(async move {
-        let chunk = vec![0u8; 1 << 20];
-        loop {
-            if sender.send(&chunk, None).await.is_err() {
-                break;
-            }
-        }
+        // More than every kernel buffer on the way holds: the first poll
+        // writes what fits and leaves the send waiting in its write.
+        let chunk = vec![0u8; 64 << 20];
+        let mut send = Box::pin(sender.send(&chunk, None));
+        assert!(poll_once(&mut send).await.is_pending(), "the send blocks");
+        let _ = blocked_tx.send(());
+        send.await
     });
-    // Let the kernel buffers fill so the flood blocks in a write.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    blocked.await.expect("the flood started");
 
     tokio::time::timeout(Duration::from_secs(5), pipe.close())
         .await
         .expect("close returns");
-    tokio::time::timeout(Duration::from_secs(5), flood)
+    let sent = tokio::time::timeout(Duration::from_secs(5), flood)
         .await
         .expect("sender stops")
         .expect("task");
+    assert!(matches!(sent, Err(PipeError::Closed)), "{sent:?}");
 }
 
 #[tokio::test]
@@ -594,12 +656,16 @@ async fn close_does_not_wait_for_a_stuck_callback() {
     let server = Pipe::listen(Protocol::Udp, V4, &config())
         .await
         .expect("listen");
-    server.add_msg_cb(|_, _| std::future::pending::<()>());
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    server.add_msg_cb(move |_, _| {
+        let _ = entered_tx.send(());
+        std::future::pending::<()>()
+    });
     let client = Pipe::connect(Protocol::Udp, server.local_addr(), None, &config())
         .await
         .expect("client");
     client.send(b"hang", None).await.expect("send");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    signals(&mut entered, 1, "the callback runs").await;
     tokio::time::timeout(Duration::from_secs(5), server.close())
         .await
         .expect("close returns");
@@ -627,24 +693,18 @@ async fn end_callbacks_that_close_each_other_do_not_deadlock() {
         let a = a2.clone();
         async move { a.close().await }
     });
-    let done = Arc::new(AtomicUsize::new(0));
+    let (done_tx, mut done) = mpsc::unbounded_channel();
     for pipe in [&a, &b] {
-        let done = done.clone();
+        let done_tx = done_tx.clone();
         pipe.add_end_cb(move |_| {
-            done.fetch_add(1, Ordering::SeqCst);
+            let _ = done_tx.send(());
             async {}
         });
     }
 
     server.close().await;
 
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while done.load(Ordering::SeqCst) < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("both pipes end and run every end callback");
+    signals(&mut done, 2, "both pipes end and run every end callback").await;
 }
 
 #[tokio::test]
@@ -652,6 +712,10 @@ async fn closing_a_server_ends_every_connection_and_frees_their_ports() {
     let server = Pipe::listen(Protocol::Tcp, V4, &config())
         .await
         .expect("listen");
+    let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
+    server.add_accept_cb(move |_| {
+        let _ = accepted_tx.send(());
+    });
     let mut clients = Vec::new();
     for _ in 0..20 {
         clients.push(
@@ -660,19 +724,14 @@ async fn closing_a_server_ends_every_connection_and_frees_their_ports() {
                 .expect("connect"),
         );
     }
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while server.clients().len() < 20 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("all accepted");
-    let accepted = server.clients();
+    signals(&mut accepted, 20, "all accepted").await;
+    let connections = server.clients();
+    assert_eq!(connections.len(), 20);
 
     server.close().await;
 
     assert!(server.clients().is_empty());
-    assert!(accepted.iter().all(Pipe::is_closed));
+    assert!(connections.iter().all(Pipe::is_closed));
     for client in &clients {
         tokio::time::timeout(Duration::from_secs(5), client.closed())
             .await
@@ -686,16 +745,18 @@ async fn unsubscribing_wakes_a_waiting_receiver() {
         .await
         .expect("listen");
     server.subscribe(&SubKey::all()).expect("subscribe");
-    let waiter = server.clone();
-    let waiting = tokio::spawn(async move { waiter.recv(&SubKey::all(), None).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let all = SubKey::all();
+    let mut waiting = Box::pin(server.recv(&all, None));
+    assert!(
+        poll_once(&mut waiting).await.is_pending(),
+        "the receiver waits"
+    );
 
-    server.unsubscribe(&SubKey::all());
+    server.unsubscribe(&all);
 
     let result = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
-        .expect("woken")
-        .expect("task");
+        .expect("woken");
     assert_eq!(result, Err(RecvError::NoSubscription));
 }
 
