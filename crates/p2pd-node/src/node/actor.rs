@@ -16,35 +16,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::binds::{self, Binds};
+use super::command::Command;
 use super::dialback::{Admission, DialBack, dialable};
 use super::{DISCOVERY_LIMIT, Shared, Status, inbound, unix_ms};
 use crate::candidates::{Candidates, Reflexive};
 use crate::discovery;
 use crate::locals::Local;
-
-/// What the actor is asked to do.
-pub(crate) enum Command {
-    /// Remember a reverse request of ours; its connection goes to `reply`.
-    AwaitReverse {
-        token: ReverseToken,
-        reply: oneshot::Sender<Pipe>,
-    },
-    /// An accepted connection began with a reverse preamble: if it answers
-    /// one of our requests, hand it over and say so.
-    Claim {
-        token: ReverseToken,
-        conn: Pipe,
-        claimed: oneshot::Sender<bool>,
-    },
-    /// What discovery found (local address index, what STUN saw); `first`
-    /// for the round that starts with the node.
-    Discovered {
-        found: Vec<(usize, Reflexive)>,
-        first: bool,
-    },
-    /// Stop everything; `done` is answered once the servers are closed.
-    Close { done: oneshot::Sender<()> },
-}
 
 /// What [`Actor::new`] takes over.
 pub(crate) struct Parts {

@@ -16,7 +16,7 @@ use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::connect::preamble::decode_preamble;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::Command;
+use super::command::Command;
 
 /// The prefix of an ECHO request.
 pub const ECHO: &[u8] = b"ECHO ";

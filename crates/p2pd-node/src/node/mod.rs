@@ -15,6 +15,7 @@
 
 mod actor;
 mod binds;
+mod command;
 mod dialback;
 mod inbound;
 
@@ -37,7 +38,7 @@ use crate::connect::{self, ConnectError, Connection, Signals};
 use crate::locals::{self, Local};
 use crate::signaling::Signaling;
 
-use actor::Command;
+use command::Command;
 pub use inbound::ECHO;
 
 /// Discovery is given this long before the first address is final.

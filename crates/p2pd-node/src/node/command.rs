@@ -1,0 +1,33 @@
+//! The actor's mailbox: what handles, accepted connections and the node's
+//! own tasks ask of the task that owns the node's state. Its own module, so
+//! those senders need not import the actor.
+
+use p2pd_net::pipe::Pipe;
+use p2pd_proto::connect::ReverseToken;
+use tokio::sync::oneshot;
+
+use crate::candidates::Reflexive;
+
+/// What the actor is asked to do.
+pub(crate) enum Command {
+    /// Remember a reverse request of ours; its connection goes to `reply`.
+    AwaitReverse {
+        token: ReverseToken,
+        reply: oneshot::Sender<Pipe>,
+    },
+    /// An accepted connection began with a reverse preamble: if it answers
+    /// one of our requests, hand it over and say so.
+    Claim {
+        token: ReverseToken,
+        conn: Pipe,
+        claimed: oneshot::Sender<bool>,
+    },
+    /// What discovery found (local address index, what STUN saw); `first`
+    /// for the round that starts with the node.
+    Discovered {
+        found: Vec<(usize, Reflexive)>,
+        first: bool,
+    },
+    /// Stop everything; `done` is answered once the servers are closed.
+    Close { done: oneshot::Sender<()> },
+}
