@@ -38,12 +38,11 @@ fn main() {
     }
     // Other arguments name the measures to run (all by default), so one can
     // be profiled alone: `cargo bench --bench pipes -- tcp_rtt`.
-    let only: Vec<&str> = args
-        .iter()
+    let only: Vec<String> = args
+        .into_iter()
         .filter(|arg| !arg.starts_with('-'))
-        .map(String::as_str)
         .collect();
-    let wanted = |measure: &str| only.is_empty() || only.contains(&measure);
+    let wanted = move |measure: &str| only.is_empty() || only.iter().any(|o| o == measure);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,7 +54,11 @@ fn main() {
             return;
         }
     };
-    runtime.block_on(async {
+    // The measures run in a task on the runtime's workers, as the daemon's
+    // code does: the thread of `block_on` is no worker, and every wake into
+    // it is a futex wake that varies with the machine's scheduler far more
+    // than anything measured here.
+    let measured = runtime.block_on(runtime.spawn(async move {
         println!("# p2pd pipes vs raw tokio on 127.0.0.1, best of {RUNS} runs each");
         if wanted("tcp_bulk") {
             let (raw, pipe) = best(tcp_bulk_raw, tcp_bulk_pipe).await;
@@ -78,7 +81,11 @@ fn main() {
         if wanted("idle") {
             idle_pipes().await;
         }
-    });
+    }));
+    if let Err(err) = measured {
+        println!("# the measures stopped: {err}");
+        std::process::exit(1);
+    }
 }
 
 /// A measure's rate, or why the environment did not let it run (no free
@@ -224,7 +231,11 @@ async fn tcp_rtt_raw() -> Measured {
     let started = Instant::now();
     for _ in 0..ROUND_TRIPS {
         sock.write_all(&buf).await.map_err(because("write"))?;
-        sock.read_exact(&mut buf).await.map_err(because("read"))?;
+        // With the same deadline as the pipe's `recv`: the same work.
+        tokio::time::timeout(STALLED, sock.read_exact(&mut buf))
+            .await
+            .map_err(because("echo"))?
+            .map_err(because("read"))?;
     }
     Ok(f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64())
 }
@@ -353,7 +364,10 @@ async fn udp_rtt_raw() -> Measured {
     let started = Instant::now();
     for _ in 0..ROUND_TRIPS {
         client.send(&buf).await.map_err(because("send"))?;
-        client.recv(&mut buf).await.map_err(because("recv"))?;
+        tokio::time::timeout(STALLED, client.recv(&mut buf))
+            .await
+            .map_err(because("echo"))?
+            .map_err(because("recv"))?;
     }
     Ok(f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64())
 }

@@ -238,8 +238,14 @@ impl Pipe {
     }
 
     /// Hands one received message to everything that wants it; `reply` is
-    /// the pipe callbacks should answer on.
-    pub(super) async fn deliver(&self, msg: Message, reply: &Pipe) {
+    /// the pipe callbacks should answer on. With `keep`, the message is
+    /// handed back for a consumer after this pipe's own (a connection's
+    /// server); else `None`.
+    ///
+    /// Every consumer but the last gets a copy and the last the message
+    /// itself: the first copy of a fresh message costs an allocation (the
+    /// bytes' shared header), so a message with one consumer costs none.
+    pub(super) async fn deliver(&self, msg: Message, reply: &Pipe, keep: bool) -> Option<Message> {
         self.inner.received.fetch_add(1, Ordering::Relaxed);
         let consumers = {
             let mut state = self.inner.state();
@@ -247,37 +253,71 @@ impl Pipe {
                 && !dedup.insert(msg.from, &msg.data)
             {
                 self.inner.duplicates.fetch_add(1, Ordering::Relaxed);
-                return;
+                return keep.then_some(msg);
             }
             state.consumers.clone()
         };
         // Outside the state lock: a receiver woken here must not find it
         // still held (on a busy machine it would spin, then sleep again).
-        for sub in &consumers.subs {
-            if sub.matcher.matches(&msg.data, msg.from) {
-                let dropped = {
-                    let mut queue = lock(&sub.queue);
-                    let before = queue.dropped();
-                    queue.push(msg.clone());
-                    queue.dropped() != before
-                };
-                if dropped {
-                    self.inner.queue_dropped.fetch_add(1, Ordering::Relaxed);
+        // Each pattern is searched once: backwards to the last match, then
+        // forwards to it.
+        let subs = &consumers.subs;
+        let last_sub = subs
+            .iter()
+            .rposition(|sub| sub.matcher.matches(&msg.data, msg.from));
+        if let Some(last_sub) = last_sub {
+            for sub in &subs[..last_sub] {
+                if sub.matcher.matches(&msg.data, msg.from) {
+                    self.queue(sub, msg.clone());
                 }
-                sub.ready.notify_one();
             }
+            let more = keep
+                || !consumers.forwards.is_empty()
+                || !consumers.msg_cbs.is_empty()
+                || consumers.stream.is_some();
+            if !more {
+                self.queue(&subs[last_sub], msg);
+                return None;
+            }
+            self.queue(&subs[last_sub], msg.clone());
         }
         for target in consumers.forwards.iter().filter_map(Pipe::upgrade) {
             if let Err(err) = target.send(&msg.data, None).await {
                 tracing::debug!(pipe = %self.id(), to = %target.id(), %err, "forward failed");
             }
         }
-        for (_, cb) in &consumers.msg_cbs {
-            cb(msg.clone(), reply.clone()).await;
+        if let Some(((_, last_cb), cbs)) = consumers.msg_cbs.split_last() {
+            for (_, cb) in cbs {
+                cb(msg.clone(), reply.clone()).await;
+            }
+            if !keep && consumers.stream.is_none() {
+                last_cb(msg, reply.clone()).await;
+                return None;
+            }
+            last_cb(msg.clone(), reply.clone()).await;
         }
         if let Some(stream) = &consumers.stream {
             // A dropped stream reader just stops receiving.
-            let _ = stream.send(msg.data).await;
+            if !keep {
+                let _ = stream.send(msg.data).await;
+                return None;
+            }
+            let _ = stream.send(msg.data.clone()).await;
         }
+        keep.then_some(msg)
+    }
+
+    /// Pushes `msg` into a subscription's queue and wakes its receiver.
+    fn queue(&self, sub: &Sub, msg: Message) {
+        let dropped = {
+            let mut queue = lock(&sub.queue);
+            let before = queue.dropped();
+            queue.push(msg);
+            queue.dropped() != before
+        };
+        if dropped {
+            self.inner.queue_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        sub.ready.notify_one();
     }
 }

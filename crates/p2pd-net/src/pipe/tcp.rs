@@ -149,10 +149,13 @@ async fn read_loop(
         let msg = Message { data, from: peer };
         match parent.as_ref().and_then(Pipe::upgrade) {
             Some(server) => {
-                pipe.deliver(msg.clone(), &pipe).await;
-                server.deliver(msg, &pipe).await;
+                if let Some(msg) = pipe.deliver(msg, &pipe, true).await {
+                    server.deliver(msg, &pipe, false).await;
+                }
             }
-            None => pipe.deliver(msg, &pipe).await,
+            None => {
+                pipe.deliver(msg, &pipe, false).await;
+            }
         }
         // A callback that closed this pipe ran on this task, which `close`
         // cannot abort from inside: stop here. (An atomic load: the close

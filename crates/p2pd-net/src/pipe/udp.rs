@@ -80,7 +80,7 @@ async fn recv_loop(weak: Weak<Inner>, socket: Arc<UdpSocket>) {
             data: Bytes::copy_from_slice(&buf[..n]),
             from,
         };
-        pipe.deliver(msg, &pipe).await;
+        pipe.deliver(msg, &pipe, false).await;
         // A callback that closed this pipe ran on this task, which `close`
         // cannot abort from inside: stop here. (An atomic load: the close
         // token's own check takes a lock, once per message.)
