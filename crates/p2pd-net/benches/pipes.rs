@@ -23,7 +23,7 @@ const DATAGRAMS: u64 = 200_000;
 const IDLE_PIPES: usize = 10_000;
 /// Each measure runs this many times, alternating raw and p2pd; the best run
 /// of each counts (the least disturbed by the rest of the machine).
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 /// A measure that makes no progress for this long gives up (and says so)
 /// instead of hanging the run.
 const STALLED: Duration = Duration::from_secs(5);

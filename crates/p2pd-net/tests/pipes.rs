@@ -832,3 +832,71 @@ async fn accept_callbacks_see_each_connection_before_its_first_message() {
     }
     daemon.close().await;
 }
+
+/// A message goes to every consumer of the connection and then of its
+/// server, each whole: two queues, a forward, callbacks on both and the
+/// connection's byte stream.
+#[tokio::test]
+async fn every_consumer_of_a_connection_and_its_server_sees_each_message() {
+    let server = Pipe::listen(Protocol::Tcp, V4, &config())
+        .await
+        .expect("listen");
+    let sink = Pipe::listen(Protocol::Udp, V4, &config())
+        .await
+        .expect("sink");
+    sink.subscribe(&SubKey::all()).expect("subscribe");
+    let forward = Pipe::connect(Protocol::Udp, sink.local_addr(), None, &config())
+        .await
+        .expect("forward");
+    let (conn_tx, mut conns) = mpsc::unbounded_channel();
+    server.add_accept_cb(move |conn| {
+        let _ = conn_tx.send(conn.clone());
+    });
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let server_seen = seen_tx.clone();
+    server.add_msg_cb(move |msg, _| {
+        let _ = server_seen.send(("server", msg.data.to_vec()));
+        async {}
+    });
+    let client = Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config())
+        .await
+        .expect("connect");
+    let conn = tokio::time::timeout(Duration::from_secs(5), conns.recv())
+        .await
+        .expect("accepted")
+        .expect("channel open");
+    let digits = SubKey::new("^[0-9]+$", "");
+    conn.subscribe(&SubKey::all()).expect("subscribe");
+    conn.subscribe(&digits).expect("subscribe");
+    conn.add_pipe(&forward);
+    conn.add_msg_cb(move |msg, _| {
+        let _ = seen_tx.send(("conn", msg.data.to_vec()));
+        async {}
+    });
+    let mut stream = conn.stream().expect("stream");
+
+    client.send(b"12345", None).await.expect("send");
+
+    let all = conn.recv(&SubKey::all(), WAIT).await.expect("all");
+    let numbers = conn.recv(&digits, WAIT).await.expect("digits");
+    let forwarded = sink.recv(&SubKey::all(), WAIT).await.expect("forwarded");
+    for msg in [&all, &numbers, &forwarded] {
+        assert_eq!(&msg.data[..], b"12345");
+    }
+    let mut streamed = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut streamed))
+        .await
+        .expect("streamed")
+        .expect("read");
+    assert_eq!(&streamed, b"12345");
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        let (who, data) = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .expect("callback ran")
+            .expect("channel open");
+        assert_eq!(data, b"12345");
+        order.push(who);
+    }
+    assert_eq!(order, ["conn", "server"], "the connection's consumers first");
+}
