@@ -70,7 +70,9 @@ pub(crate) async fn run(args: &Args, mut config: NodeConfig) -> anyhow::Result<b
         "strategy": connection.strategy.name(),
         "laddr": [connection.local.ip().to_string(), connection.local.port()],
         "raddr": [connection.remote.ip().to_string(), connection.remote.port()],
-        "ms": connection.elapsed.as_secs_f64() * 1000.0,
+        // Whole microseconds, so the number prints as 0.546, not
+        // 0.5463020000000001.
+        "ms": connection.elapsed.as_micros() as f64 / 1000.0,
     });
     if args.json {
         output::status(info);
