@@ -898,5 +898,9 @@ async fn every_consumer_of_a_connection_and_its_server_sees_each_message() {
         assert_eq!(data, b"12345");
         order.push(who);
     }
-    assert_eq!(order, ["conn", "server"], "the connection's consumers first");
+    assert_eq!(
+        order,
+        ["conn", "server"],
+        "the connection's consumers first"
+    );
 }
