@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 
 use crate::interfaces::Interface;
-use crate::pipe::{Message, Pipe, PipeConfig, PipeError, Protocol};
+use crate::pipe::{Greeter, Message, Pipe, PipeConfig, PipeError, Protocol};
 
 /// Which address families a daemon listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,7 @@ pub struct Daemon {
     msg_cbs: Vec<MsgCb>,
     end_cbs: Vec<EndCb>,
     accept_cbs: Vec<AcceptCb>,
+    greeter: Option<Greeter>,
     pipes: Vec<Pipe>,
 }
 
@@ -103,6 +104,7 @@ impl Daemon {
             msg_cbs: Vec::new(),
             end_cbs: Vec::new(),
             accept_cbs: Vec::new(),
+            greeter: None,
             pipes: Vec::new(),
         }
     }
@@ -150,6 +152,15 @@ impl Daemon {
             pipe.add_accept_cb(move |conn| cb(conn));
         }
         self.accept_cbs.push(cb);
+    }
+
+    /// Has every TCP server of the daemon greet its connections (see
+    /// [`Pipe::set_greeter`]), servers opened later too.
+    pub fn set_greeter(&mut self, greeter: Greeter) {
+        for pipe in self.pipes.iter().filter(|p| p.protocol() == Protocol::Tcp) {
+            pipe.set_greeter(greeter.clone());
+        }
+        self.greeter = Some(greeter);
     }
 
     /// Listens on every target × port × protocol allowed by `af` (manual:
@@ -200,6 +211,11 @@ impl Daemon {
                     for cb in &self.accept_cbs {
                         let cb = cb.clone();
                         pipe.add_accept_cb(move |conn| cb(conn));
+                    }
+                    if let Some(greeter) = &self.greeter
+                        && *protocol == Protocol::Tcp
+                    {
+                        pipe.set_greeter(greeter.clone());
                     }
                     self.pipes.push(pipe);
                 }

@@ -3,10 +3,8 @@
 //! nightly). Each panics on a bug and returns normally otherwise.
 
 use crate::addr::PeerAddr;
-use crate::connect::PreambleError;
-use crate::connect::preamble::{
-    REVERSE_MAGIC, REVERSE_PREAMBLE_LEN, decode_preamble, encode_preamble,
-};
+use crate::handshake::record::Opener;
+use crate::handshake::{Greeting, Hello, Initiator, ReplayGuard, Responder, classify};
 use crate::signal::{Identity, Inbox};
 use crate::stun::Attribute;
 use crate::stun::message::{Message, check_integrity, frame_len};
@@ -68,24 +66,45 @@ pub fn signal_envelope(data: &[u8]) {
     );
 }
 
-/// Reverse preamble decoding: never panics; a decoded token encodes back
-/// to the same preamble but for the case of its hex digits, and bytes
-/// reported incomplete are a preamble's beginning.
-pub fn reverse_preamble(data: &[u8]) {
-    match decode_preamble(data) {
-        Ok(token) => {
-            let again = encode_preamble(token);
-            assert!(
-                again.eq_ignore_ascii_case(&data[..REVERSE_PREAMBLE_LEN]),
-                "a decoded preamble re-encodes to itself"
-            );
-            assert_eq!(decode_preamble(&again), Ok(token));
-        }
-        Err(PreambleError::Incomplete { needed }) => {
-            assert_eq!(data.len() + needed, REVERSE_PREAMBLE_LEN);
-            let magic = data.len().min(REVERSE_MAGIC.len());
-            assert_eq!(data[..magic], REVERSE_MAGIC[..magic]);
-        }
-        Err(PreambleError::NotPreamble | PreambleError::BadToken) => {}
+/// The handshake on any bytes: classifying them, a responder reading them
+/// as a first message, an initiator reading them as the answer, records
+/// opened from them. Never panics; a legacy line ends in a newline within
+/// the bytes; records that no sealer made never open.
+pub fn handshake(data: &[u8]) {
+    const NOW: u64 = 1_800_000_000_000;
+    let me = Identity::from_secret([2; 32]);
+    let peer = Identity::from_secret([1; 32]);
+    if let Greeting::Legacy { line_len } = classify(data) {
+        assert_eq!(data[line_len - 1], b'\n');
     }
+    let mut guard = ReplayGuard::new();
+    if let Ok(mut responder) = Responder::new(&me, true, [4; 32])
+        && let Ok(Some(accepted)) = responder.read(NOW, &mut guard, data)
+    {
+        assert!(data.len() >= accepted.leftover.len());
+    }
+    let hello = Hello {
+        encrypt: true,
+        sent_ms: NOW,
+        token: None,
+    };
+    if let Ok((mut initiator, first)) = Initiator::start(&peer, &me.id(), hello, [3; 32]) {
+        let _ = initiator.read(data);
+        // An encrypted session's opener, fed the bytes as records.
+        if let Ok(mut responder) = Responder::new(&me, true, [4; 32])
+            && let Ok(Some(accepted)) = responder.read(NOW, &mut ReplayGuard::new(), &first)
+            && let Some((_, mut opener)) = accepted.session.into_keys()
+        {
+            let mut out = Vec::new();
+            assert!(
+                opener_rejects_or_waits(&mut opener, data, &mut out),
+                "random bytes opened as a record"
+            );
+        }
+    }
+}
+
+/// Whether bytes that no sealer made fail to open (or wait for more).
+fn opener_rejects_or_waits(opener: &mut Opener, data: &[u8], out: &mut Vec<u8>) -> bool {
+    opener.open(data, out).is_err() || out.is_empty()
 }

@@ -15,6 +15,7 @@ pub mod addr;
 pub mod connect;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod handshake;
 pub mod route;
 pub mod signal;
 pub mod stun;

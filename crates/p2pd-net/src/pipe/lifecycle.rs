@@ -130,7 +130,7 @@ impl Pipe {
         match &self.inner.io {
             Io::Tcp(writer) => {
                 if let Some(mut w) = writer.lock().await.take() {
-                    let _ = w.shutdown().await;
+                    let _ = w.half.shutdown().await;
                 }
             }
             Io::Udp(socket) => {

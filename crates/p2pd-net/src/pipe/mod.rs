@@ -32,6 +32,7 @@ pub mod config;
 mod consumers;
 pub mod dedup;
 mod error;
+pub mod layer;
 mod lifecycle;
 pub mod queue;
 mod stream;
@@ -46,14 +47,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::PipeConfig;
 pub use error::{PipeError, RecvError};
+pub use layer::{Authenticated, Greeter, Layer};
 pub use stream::PipeStream;
 pub use subscription::{PatternError, SubKey};
 
@@ -137,6 +137,8 @@ struct Inner {
     end_ran: AtomicBool,
     /// The TCP server that accepted this connection.
     parent: Option<Weak<Inner>>,
+    /// Who the other end proved to be in the connection handshake.
+    authenticated: Option<Authenticated>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     received: AtomicU64,
     queue_dropped: AtomicU64,
@@ -145,7 +147,7 @@ struct Inner {
 }
 
 enum Io {
-    Tcp(tokio::sync::Mutex<Option<OwnedWriteHalf>>),
+    Tcp(tokio::sync::Mutex<Option<tcp::TcpWriter>>),
     Udp(Mutex<Option<Arc<UdpSocket>>>),
     TcpServer,
 }
@@ -158,6 +160,9 @@ struct State {
     accept_cbs: Arc<Vec<(CallbackId, AcceptCb)>>,
     stream_taken: bool,
     children: HashMap<SocketAddr, Pipe>,
+    /// A TCP server's greeter, and how many connections it is greeting.
+    greeter: Option<Greeter>,
+    greeting: usize,
     dedup: Option<DedupWindow>,
     next_cb: u64,
 }
@@ -198,12 +203,39 @@ impl Pipe {
         }
     }
 
+    /// A TCP connection to `dest` (from `local`, else any address), with
+    /// the options of `config`, not yet a pipe: for a handshake to run on
+    /// it first (then [`Pipe::from_tcp_stream_layered`]).
+    pub async fn connect_tcp_stream(
+        dest: SocketAddr,
+        local: Option<SocketAddr>,
+        config: &PipeConfig,
+    ) -> Result<tokio::net::TcpStream, PipeError> {
+        tcp::connect_stream(
+            dest,
+            local.unwrap_or_else(|| unspecified_like(dest)),
+            config,
+        )
+        .await
+    }
+
     /// Wraps a connected TCP stream.
     pub fn from_tcp_stream(
         stream: tokio::net::TcpStream,
         config: &PipeConfig,
     ) -> Result<Pipe, PipeError> {
         tcp::wrap_stream(stream, config, None)
+    }
+
+    /// Wraps a TCP stream on which a handshake has run (see [`Layer`]):
+    /// its leftover bytes are the first message, and an encrypted
+    /// connection's messages are sealed and opened here.
+    pub fn from_tcp_stream_layered(
+        stream: tokio::net::TcpStream,
+        config: &PipeConfig,
+        layer: Layer,
+    ) -> Result<Pipe, PipeError> {
+        tcp::wrap_layered(stream, config, layer)
     }
 
     /// Wraps a TCP listener.
@@ -246,23 +278,7 @@ impl Pipe {
                 let Some(w) = guard.as_mut() else {
                     return Err(PipeError::Closed);
                 };
-                // Fast path again: the kernel usually takes it all at once.
-                let written = match w.try_write(data) {
-                    Ok(n) => n,
-                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => 0,
-                    Err(err) => return Err(err.into()),
-                };
-                if written < data.len() {
-                    // A peer that stops reading must not keep `close`
-                    // waiting for this write. Biased: the write is polled
-                    // first, so the cancellation costs nothing while the
-                    // write makes progress.
-                    tokio::select! {
-                        biased;
-                        rest = w.write_all(&data[written..]) => rest?,
-                        () = closed.cancelled() => return Err(PipeError::Closed),
-                    }
-                }
+                w.write(data, closed).await?;
                 Ok(data.len())
             }
             Io::Udp(socket) => {
@@ -322,6 +338,19 @@ impl Pipe {
         self.inner.state().children.values().cloned().collect()
     }
 
+    /// Who the other end proved to be in the connection handshake; `None`
+    /// for an anonymous client (no handshake) and for UDP and servers.
+    pub fn authenticated(&self) -> Option<Authenticated> {
+        self.inner.authenticated
+    }
+
+    /// Has a TCP server greet each connection it accepts before the
+    /// connection becomes a pipe (see [`Greeter`]). Greetings run
+    /// concurrently and count toward `max_clients`.
+    pub fn set_greeter(&self, greeter: Greeter) {
+        self.inner.state().greeter = Some(greeter);
+    }
+
     /// This pipe's id, for logs.
     pub fn id(&self) -> PipeId {
         PipeId(Arc::as_ptr(&self.inner) as usize)
@@ -351,6 +380,7 @@ impl Pipe {
         io: Io,
         config: &PipeConfig,
         parent: Option<Weak<Inner>>,
+        authenticated: Option<Authenticated>,
     ) -> Pipe {
         let state = State {
             dedup: match (protocol, config.dedup_window) {
@@ -371,6 +401,7 @@ impl Pipe {
                 ended: CancellationToken::new(),
                 end_ran: AtomicBool::new(false),
                 parent,
+                authenticated,
                 tasks: Mutex::new(Vec::new()),
                 received: AtomicU64::new(0),
                 queue_dropped: AtomicU64::new(0),

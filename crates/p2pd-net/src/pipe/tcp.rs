@@ -9,7 +9,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Inner, Io, Message, Pipe, PipeConfig, PipeError};
+use p2pd_proto::handshake::record::{Opener, Sealer};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_util::sync::CancellationToken;
+
+use super::{Inner, Io, Layer, Message, Pipe, PipeConfig, PipeError};
 use crate::bind::{self, BindOptions};
 
 /// Pause after a failed accept (such as EMFILE), so the loop does not spin.
@@ -24,6 +28,16 @@ pub(super) async fn connect(
     local: SocketAddr,
     config: &PipeConfig,
 ) -> Result<Pipe, PipeError> {
+    let stream = connect_stream(dest, local, config).await?;
+    wrap_stream(stream, config, None)
+}
+
+/// A TCP connection to `dest` from `local`, with the pipe options.
+pub(super) async fn connect_stream(
+    dest: SocketAddr,
+    local: SocketAddr,
+    config: &PipeConfig,
+) -> Result<TcpStream, PipeError> {
     let socket = bind::tcp_socket(local, &bind_options(config))?;
     if config.linger.is_some() {
         socket2::SockRef::from(&socket).set_linger(config.linger)?;
@@ -38,7 +52,7 @@ pub(super) async fn connect(
             });
         }
     };
-    wrap_stream(stream, config, None)
+    Ok(stream)
 }
 
 pub(super) fn listen(local: SocketAddr, config: &PipeConfig) -> Result<Pipe, PipeError> {
@@ -51,9 +65,101 @@ pub(super) fn wrap_stream(
     config: &PipeConfig,
     parent: Option<Weak<Inner>>,
 ) -> Result<Pipe, PipeError> {
-    let (pipe, reader) = stream_pipe(stream, config, parent)?;
+    let (pipe, reader) = stream_pipe(stream, config, parent, Layer::default())?;
     start_reader(&pipe, reader);
     Ok(pipe)
+}
+
+pub(super) fn wrap_layered(
+    stream: TcpStream,
+    config: &PipeConfig,
+    layer: Layer,
+) -> Result<Pipe, PipeError> {
+    let (pipe, reader) = stream_pipe(stream, config, None, layer)?;
+    start_reader(&pipe, reader);
+    Ok(pipe)
+}
+
+/// A connection's sending side: the socket, and the sealer when the
+/// connection is encrypted.
+pub(super) struct TcpWriter {
+    pub(super) half: OwnedWriteHalf,
+    sealer: Option<Sealer>,
+    /// The records of the message being sent; kept between sends.
+    sealed: Vec<u8>,
+}
+
+/// A sealed buffer larger than this is freed after its send, so one large
+/// message does not pin memory on an idle connection.
+const KEEP_SEALED: usize = 256 << 10;
+
+impl TcpWriter {
+    /// Writes all of `data` (sealed into records on an encrypted
+    /// connection), giving up when `closed` is cancelled.
+    pub(super) async fn write(
+        &mut self,
+        data: &[u8],
+        closed: &CancellationToken,
+    ) -> Result<(), PipeError> {
+        let Self {
+            half,
+            sealer,
+            sealed,
+        } = self;
+        let bytes: &[u8] = match sealer {
+            None => data,
+            Some(sealer) => {
+                sealed.clear();
+                sealer.seal(data, sealed).map_err(io::Error::other)?;
+                sealed
+            }
+        };
+        // Fast path: the kernel usually takes it all at once.
+        let written = match half.try_write(bytes) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(err) => return Err(err.into()),
+        };
+        if written < bytes.len() {
+            // A peer that stops reading must not keep `close` waiting for
+            // this write. Biased: the write is polled first, so the
+            // cancellation costs nothing while the write makes progress.
+            tokio::select! {
+                biased;
+                rest = tokio::io::AsyncWriteExt::write_all(half, &bytes[written..]) => rest?,
+                () = closed.cancelled() => return Err(PipeError::Closed),
+            }
+        }
+        if sealed.capacity() > KEEP_SEALED {
+            *sealed = Vec::new();
+        }
+        Ok(())
+    }
+}
+
+/// A connection's receiving side: the socket, the opener when the
+/// connection is encrypted, and bytes the handshake read past its end.
+struct TcpReader {
+    half: OwnedReadHalf,
+    opener: Option<Opener>,
+    leftover: Vec<u8>,
+}
+
+impl TcpReader {
+    /// What the application receives of `raw`: itself on a plain
+    /// connection, the plaintext of the records it completes on an
+    /// encrypted one (`None` while a record is incomplete).
+    fn open(
+        &mut self,
+        raw: Bytes,
+    ) -> Result<Option<Bytes>, p2pd_proto::handshake::record::RecordError> {
+        let Some(opener) = self.opener.as_mut() else {
+            return Ok(Some(raw));
+        };
+        let mut plain = Vec::new();
+        opener.open(&raw, &mut plain)?;
+        Ok((!plain.is_empty()).then(|| Bytes::from(plain)))
+    }
 }
 
 /// A pipe for a connected stream, its reader not started yet.
@@ -61,12 +167,19 @@ fn stream_pipe(
     stream: TcpStream,
     config: &PipeConfig,
     parent: Option<Weak<Inner>>,
-) -> Result<(Pipe, OwnedReadHalf), PipeError> {
+    layer: Layer,
+) -> Result<(Pipe, TcpReader), PipeError> {
     // Messages are sent whole and at once; Nagle would hold small ones back.
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
     let peer = stream.peer_addr()?;
     let (reader, writer) = stream.into_split();
+    let (sealer, opener) = layer.keys.map_or((None, None), |(s, o)| (Some(s), Some(o)));
+    let writer = TcpWriter {
+        half: writer,
+        sealer,
+        sealed: Vec::new(),
+    };
     let pipe = Pipe::new(
         super::Protocol::Tcp,
         local,
@@ -74,11 +187,17 @@ fn stream_pipe(
         Io::Tcp(tokio::sync::Mutex::new(Some(writer))),
         config,
         parent,
+        layer.peer,
     );
+    let reader = TcpReader {
+        half: reader,
+        opener,
+        leftover: layer.leftover,
+    };
     Ok((pipe, reader))
 }
 
-fn start_reader(pipe: &Pipe, reader: OwnedReadHalf) {
+fn start_reader(pipe: &Pipe, reader: TcpReader) {
     let peer = pipe.inner.peer.unwrap_or_else(|| pipe.inner.local);
     let task = tokio::spawn(read_loop(
         pipe.weak(),
@@ -98,10 +217,40 @@ pub(super) fn wrap_listener(listener: TcpListener, config: &PipeConfig) -> Resul
         Io::TcpServer,
         config,
         None,
+        None,
     );
     let task = tokio::spawn(accept_loop(pipe.weak(), listener));
     pipe.track(task);
     Ok(pipe)
+}
+
+/// Makes an accepted connection one of `server`'s pipes.
+fn adopt(server: &Pipe, stream: TcpStream, from: SocketAddr, layer: Layer) {
+    let (client, reader) =
+        match stream_pipe(stream, &server.inner.config, Some(server.weak()), layer) {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::debug!(%from, %err, "cannot wrap accepted connection");
+                return;
+            }
+        };
+    // Listed before its reader starts, so its end always finds it.
+    let (replaced, accept_cbs) = {
+        let mut state = server.inner.state();
+        (
+            state.children.insert(from, client.clone()),
+            state.accept_cbs.clone(),
+        )
+    };
+    for (_, cb) in accept_cbs.iter() {
+        cb(&client);
+    }
+    start_reader(&client, reader);
+    if let Some(old) = replaced {
+        // A new connection from the same address (a punched port reused):
+        // the old one is gone for the peer too.
+        tokio::spawn(async move { old.close().await });
+    }
 }
 
 fn bind_options(config: &PipeConfig) -> BindOptions {
@@ -117,29 +266,48 @@ fn bind_options(config: &PipeConfig) -> BindOptions {
 /// costs little memory. `close` (or the last handle dropping) aborts it.
 async fn read_loop(
     weak: Weak<Inner>,
-    reader: OwnedReadHalf,
+    mut reader: TcpReader,
     peer: SocketAddr,
     parent: Option<Weak<Inner>>,
 ) {
     let Some(limit) = weak.upgrade().map(|inner| inner.config.read_buffer) else {
         return;
     };
+    // What the handshake read past its end comes first.
+    let mut first =
+        Some(Bytes::from(std::mem::take(&mut reader.leftover))).filter(|b| !b.is_empty());
     loop {
-        // The stream's own reader slot, as a raw read would use: `readable()`
-        // would queue a waiter under a lock and take it out again.
-        let stream: &TcpStream = reader.as_ref();
-        if std::future::poll_fn(|cx| stream.poll_read_ready(cx))
-            .await
-            .is_err()
-        {
-            break;
-        }
-        let data = match read_message(&reader, limit) {
+        let raw = match first.take() {
+            Some(raw) => raw,
+            None => {
+                // The stream's own reader slot, as a raw read would use:
+                // `readable()` would queue a waiter under a lock and take it
+                // out again.
+                let stream: &TcpStream = reader.half.as_ref();
+                if std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                match read_message(&reader.half, limit) {
+                    Ok(Some(raw)) => raw,
+                    Ok(None) => break,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(err) => {
+                        tracing::debug!(%peer, %err, "tcp read failed");
+                        break;
+                    }
+                }
+            }
+        };
+        let data = match reader.open(raw) {
             Ok(Some(data)) => data,
-            Ok(None) => break,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Ok(None) => continue,
             Err(err) => {
-                tracing::debug!(%peer, %err, "tcp read failed");
+                // An altered or forged record: nothing after it can be
+                // trusted, so the connection ends.
+                tracing::debug!(%peer, %err, "encrypted connection ended");
                 break;
             }
         };
@@ -217,41 +385,43 @@ async fn accept_loop(weak: Weak<Inner>, listener: TcpListener) {
             }
         };
         let config = &server.inner.config;
-        if server.inner.state().children.len() >= config.max_clients {
-            server
-                .inner
-                .refused_clients
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(%from, "server full, connection refused");
-            continue;
-        }
+        let greeter = {
+            let mut state = server.inner.state();
+            if state.children.len() + state.greeting >= config.max_clients {
+                drop(state);
+                server
+                    .inner
+                    .refused_clients
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(%from, "server full, connection refused");
+                continue;
+            }
+            let greeter = state.greeter.clone();
+            if greeter.is_some() {
+                state.greeting += 1;
+            }
+            greeter
+        };
         if config.linger.is_some() {
             let _ = socket2::SockRef::from(&stream).set_linger(config.linger);
         }
-        let (client, reader) = match stream_pipe(stream, config, Some(server.weak())) {
-            Ok(pair) => pair,
-            Err(err) => {
-                tracing::debug!(%from, %err, "cannot wrap accepted connection");
-                continue;
+        let Some(greeter) = greeter else {
+            adopt(&server, stream, from, Layer::default());
+            continue;
+        };
+        // Greeted on a task of its own: a slow client holds up no other.
+        let weak = server.weak();
+        let greeting = tokio::spawn(async move {
+            let greeted = greeter(stream).await;
+            let Some(server) = Pipe::upgrade(&weak) else {
+                return;
+            };
+            server.inner.state().greeting -= 1;
+            if let Some((stream, layer)) = greeted {
+                adopt(&server, stream, from, layer);
             }
-        };
-        // Listed before its reader starts, so its end always finds it.
-        let (replaced, accept_cbs) = {
-            let mut state = server.inner.state();
-            (
-                state.children.insert(from, client.clone()),
-                state.accept_cbs.clone(),
-            )
-        };
-        for (_, cb) in accept_cbs.iter() {
-            cb(&client);
-        }
-        start_reader(&client, reader);
-        if let Some(old) = replaced {
-            // A new connection from the same address (a punched port reused):
-            // the old one is gone for the peer too.
-            tokio::spawn(async move { old.close().await });
-        }
+        });
+        server.track(greeting);
     }
     if let Some(server) = Pipe::upgrade(&weak) {
         server.finish_detached();

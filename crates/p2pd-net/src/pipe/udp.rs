@@ -39,6 +39,7 @@ pub(super) fn wrap(
         Io::Udp(Mutex::new(Some(socket.clone()))),
         config,
         None,
+        None,
     );
     let task = tokio::spawn(recv_loop(pipe.weak(), socket));
     pipe.track(task);

@@ -1,4 +1,4 @@
-//! Why a strategy gave up, and why bytes are not a reverse preamble.
+//! Why a strategy gave up, and why text is not a reverse token.
 //!
 //! A [`StrategyError`]'s text reaches users as a `tried` entry of
 //! `p2pd connect --json` (DESIGN.md "Machine-readable output"), so each
@@ -62,25 +62,6 @@ impl fmt::Display for DialFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.dst, self.reason)
     }
-}
-
-/// Why bytes are not a reverse preamble.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PreambleError {
-    /// Too short to tell, but a preamble so far: a stream reader may wait
-    /// for more bytes.
-    #[error("incomplete reverse preamble: {needed} more bytes needed")]
-    Incomplete {
-        /// Bytes missing to the preamble's fixed length.
-        needed: usize,
-    },
-    /// The bytes do not begin with the preamble's magic.
-    #[error("not a reverse preamble")]
-    NotPreamble,
-    /// The magic is there but not 32 hex digits and a newline after it.
-    #[error("malformed reverse preamble token")]
-    BadToken,
 }
 
 /// A reverse token that is not 32 hex digits.

@@ -16,7 +16,8 @@
 //! the outcome plus cancels for every other child. The driver only opens
 //! the sockets and sends the messages it is told to, and reports back.
 //! [`candidates_for`] computes where direct dials, [`stagger_for`] the head
-//! start; the [`preamble`] codec frames the dial-back's first bytes.
+//! start; the dial-back carries its [`ReverseToken`] in the connection
+//! handshake (`crate::handshake`).
 //!
 //! A driver loop, here with a network where every connect is refused and
 //! no broker is configured:
@@ -65,10 +66,10 @@ pub mod defaults;
 mod direct;
 mod error;
 mod machine;
-pub mod preamble;
 mod race;
 mod reverse;
 mod strategy;
+mod token;
 mod unavailable;
 
 use std::fmt;
@@ -76,10 +77,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use candidates::candidates_for;
-pub use error::{BadToken, DialFailure, PreambleError, StrategyError};
-pub use preamble::ReverseToken;
+pub use error::{BadToken, DialFailure, StrategyError};
 pub use race::{Race, RaceConfig};
 pub use strategy::{Budgets, Strategy, UnknownStrategy};
+pub use token::ReverseToken;
 
 use crate::addr::PeerAddr;
 use crate::stun::behavior::NatType;
@@ -149,7 +150,7 @@ pub enum Action {
     SendReverse {
         /// The reverse attempt.
         attempt: AttemptId,
-        /// Goes into the request; the dial-back's preamble carries it back.
+        /// Goes into the request; the dial-back's handshake carries it back.
         token: ReverseToken,
     },
     /// Stop `attempt` and drop whatever the driver holds for it (a pending

@@ -51,7 +51,7 @@ pub struct RaceConfig {
 ///      for an [`Action::WaitSignaling`];
 ///    * [`Race::handle_reverse_sent`] for an [`Action::SendReverse`], and
 ///      [`Race::handle_dial_back`] for each connection that presents a
-///      reverse preamble.
+///      handshake.
 /// 4. Go to 2. After the outcome, keep feeding connections that still
 ///    complete, or drop the race and close them: either way they are
 ///    unwanted.
@@ -204,7 +204,7 @@ impl Race {
         self.settle(now);
     }
 
-    /// A connection came in presenting `token` in its reverse preamble.
+    /// A connection came in presenting `token` in its handshake.
     /// Gives the id the race names that connection by, when the token is
     /// this race's: the connection then wins, or an [`Action::Close`] for
     /// it follows. `None`: the connection is not this race's, and the race

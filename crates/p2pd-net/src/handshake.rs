@@ -1,0 +1,255 @@
+//! The connection handshake over TCP: the driver of
+//! `p2pd_proto::handshake`. [`initiate`] runs it on a connection we made;
+//! an [`Acceptor`] greets the connections a node server accepts, telling a
+//! p2pd node (handshake), an original P2PD node (its `P2P_CON_ID_EQ` line,
+//! consumed) and a plain client (anonymous) apart.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use p2pd_proto::addr::NodeId;
+use p2pd_proto::connect::ReverseToken;
+use p2pd_proto::handshake::{
+    Greeting, HandshakeError, Hello, Initiator, ReplayGuard, Responder, classify,
+};
+use p2pd_proto::signal::Identity;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::pipe::{Authenticated, Greeter, Layer, Pipe, PipeConfig, PipeError};
+
+/// A connection's first bytes that could still become a handshake or an
+/// original node's line wait at most this long before they are taken as a
+/// plain client's.
+pub const UNDECIDED: Duration = Duration::from_millis(500);
+
+/// Reads during a handshake take at most this much at a time.
+const READ_CHUNK: usize = 4096;
+
+/// Why a connection we made is not the peer we wanted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeFailed {
+    /// The TCP connection could not be made.
+    #[error(transparent)]
+    Connect(#[from] PipeError),
+    /// The answer did not prove the peer's key, or was no handshake.
+    #[error(transparent)]
+    Refused(#[from] HandshakeError),
+    /// The other end closed the connection before answering: not a p2pd
+    /// node, or one that refused us.
+    #[error("not the peer: the connection ended during the handshake")]
+    Ended,
+    /// No answer came in time.
+    #[error("not the peer: no handshake answer within {0:?}")]
+    Timeout(Duration),
+    /// Reading or writing failed.
+    #[error("not the peer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What we ask for in a handshake we start.
+#[derive(Debug, Clone, Copy)]
+pub struct Asking {
+    /// Whether we want the stream encrypted.
+    pub encrypt: bool,
+    /// The reverse token, when this connection answers a reverse request.
+    pub token: Option<ReverseToken>,
+    /// How long the handshake may take.
+    pub limit: Duration,
+}
+
+/// Connects to `dest` and proves that the node `peer` is there: the
+/// connection as a pipe, its stream encrypted when either side asks.
+pub async fn dial(
+    dest: SocketAddr,
+    local: Option<SocketAddr>,
+    config: &PipeConfig,
+    me: &Identity,
+    peer: &NodeId,
+    asking: Asking,
+) -> Result<Pipe, HandshakeFailed> {
+    let mut stream = Pipe::connect_tcp_stream(dest, local, config).await?;
+    let layer = initiate(&mut stream, me, peer, asking).await?;
+    Ok(Pipe::from_tcp_stream_layered(stream, config, layer)?)
+}
+
+/// Runs the initiator's side on a connected stream.
+pub async fn initiate(
+    stream: &mut TcpStream,
+    me: &Identity,
+    peer: &NodeId,
+    asking: Asking,
+) -> Result<Layer, HandshakeFailed> {
+    let hello = Hello {
+        encrypt: asking.encrypt,
+        sent_ms: unix_ms(),
+        token: asking.token,
+    };
+    let run = async {
+        let (mut initiator, first) = Initiator::start(me, peer, hello, rand::random())?;
+        stream.write_all(&first).await?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(HandshakeFailed::Ended);
+            }
+            if let Some((session, leftover)) = initiator.read(&buf[..n])? {
+                return Ok(Layer {
+                    leftover,
+                    peer: Some(Authenticated {
+                        id: session.peer,
+                        encrypted: session.encrypted,
+                        token: None,
+                    }),
+                    keys: session.into_keys(),
+                });
+            }
+        }
+    };
+    tokio::time::timeout(asking.limit, run)
+        .await
+        .unwrap_or(Err(HandshakeFailed::Timeout(asking.limit)))
+}
+
+/// Greets the connections a node server accepts, as the node `identity`.
+pub struct Acceptor {
+    identity: Identity,
+    encrypt: bool,
+    limit: Duration,
+    /// Shared by every greeting: a first message is accepted once.
+    guard: Mutex<ReplayGuard>,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("id", &self.identity.id())
+            .field("encrypt", &self.encrypt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Acceptor {
+    /// An acceptor that wants encryption when `encrypt`, and gives a
+    /// connection `limit` to finish its handshake.
+    pub fn new(identity: Identity, encrypt: bool, limit: Duration) -> Self {
+        Self {
+            identity,
+            encrypt,
+            limit,
+            guard: Mutex::new(ReplayGuard::new()),
+        }
+    }
+
+    /// The greeter for [`Pipe::set_greeter`] / `Daemon::set_greeter`.
+    pub fn greeter(self: &Arc<Self>) -> Greeter {
+        let acceptor = self.clone();
+        Arc::new(move |stream| {
+            let acceptor = acceptor.clone();
+            Box::pin(async move { acceptor.greet(stream).await })
+        })
+    }
+
+    /// What a connection is: its stream and layer, or `None` when it failed
+    /// the handshake (then it is dropped).
+    pub async fn greet(&self, mut stream: TcpStream) -> Option<(TcpStream, Layer)> {
+        let from = stream.peer_addr().ok();
+        let mut first = Vec::new();
+        let undecided = tokio::time::Instant::now() + UNDECIDED;
+        let greeting = loop {
+            match classify(&first) {
+                Greeting::NeedMore => {}
+                decided => break decided,
+            }
+            match tokio::time::timeout_at(undecided, read_some(&mut stream, &mut first)).await {
+                Ok(Ok(true)) => {}
+                // Ended, failed or silent: what came so far is a plain
+                // client's.
+                Ok(Ok(false) | Err(_)) | Err(_) => break Greeting::Plain,
+            }
+        };
+        match greeting {
+            Greeting::Handshake => {
+                match tokio::time::timeout(self.limit, self.respond(&mut stream, first)).await {
+                    Ok(Ok(layer)) => Some((stream, layer)),
+                    Ok(Err(err)) => {
+                        tracing::debug!(?from, %err, "handshake refused");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(?from, "handshake timed out");
+                        None
+                    }
+                }
+            }
+            Greeting::Legacy { line_len } => {
+                let layer = Layer {
+                    leftover: first.split_off(line_len),
+                    ..Layer::default()
+                };
+                Some((stream, layer))
+            }
+            Greeting::Plain | Greeting::NeedMore => Some((
+                stream,
+                Layer {
+                    leftover: first,
+                    ..Layer::default()
+                },
+            )),
+        }
+    }
+
+    async fn respond(
+        &self,
+        stream: &mut TcpStream,
+        mut buf: Vec<u8>,
+    ) -> Result<Layer, HandshakeFailed> {
+        let mut responder = Responder::new(&self.identity, self.encrypt, rand::random())?;
+        loop {
+            let accepted = {
+                let mut guard = self
+                    .guard
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                responder.read(unix_ms(), &mut guard, &buf)?
+            };
+            if let Some(accepted) = accepted {
+                stream.write_all(&accepted.reply).await?;
+                let session = accepted.session;
+                return Ok(Layer {
+                    leftover: accepted.leftover,
+                    peer: Some(Authenticated {
+                        id: session.peer,
+                        encrypted: session.encrypted,
+                        token: accepted.hello.token,
+                    }),
+                    keys: session.into_keys(),
+                });
+            }
+            buf.clear();
+            if !read_some(stream, &mut buf).await? {
+                return Err(HandshakeFailed::Ended);
+            }
+        }
+    }
+}
+
+/// Appends what one read returns to `buf`; `false` at the end of the
+/// stream.
+async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let n = stream.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
+}
+
+/// The wall clock in unix ms, which the handshake's freshness window is
+/// measured on.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
