@@ -79,6 +79,9 @@ pub struct ConnectConfig {
     pub timeout: Duration,
     /// Each strategy gives up within its own budget.
     pub budgets: Budgets,
+    /// Whether we ask for the stream to be encrypted after the handshake; a
+    /// connection is encrypted when either side asks.
+    pub encrypt: bool,
 }
 
 impl Default for ConnectConfig {
@@ -93,6 +96,7 @@ impl Default for ConnectConfig {
                 punch: defaults::PUNCH_BUDGET,
                 relay: defaults::RELAY_BUDGET,
             },
+            encrypt: true,
         }
     }
 }

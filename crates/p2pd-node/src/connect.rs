@@ -6,7 +6,9 @@
 //!
 //! * **direct**: TCP to the peer's listen port, on every address it lists at
 //!   once (its external IP; its internal IP too when it shares our external
-//!   IP: same LAN or same machine); the first to connect wins.
+//!   IP: same LAN or same machine); the first whose handshake proves the
+//!   peer's key wins. One that connects but fails the handshake is "not the
+//!   peer": that candidate failed.
 //! * **reverse**: ask the peer, over signaling, to connect to us, and wait
 //!   for the accepted connection that presents our random token.
 
@@ -15,12 +17,14 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use p2pd_net::pipe::{Pipe, PipeConfig, PipeError, Protocol};
+use p2pd_net::handshake::{self, Asking, HandshakeFailed};
+use p2pd_net::pipe::{Pipe, PipeConfig};
 use p2pd_proto::addr::PeerAddr;
 use p2pd_proto::connect::{
     Action, AttemptId, Budgets, Outcome, Race, RaceConfig, ReverseToken, StrategyError,
     candidates_for, stagger_for,
 };
+use p2pd_proto::signal::Identity;
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
@@ -52,7 +56,7 @@ pub struct ConnectError {
 
 /// What the driver's tasks report back to the race.
 enum Event {
-    Connected(AttemptId, Result<Pipe, PipeError>),
+    Connected(AttemptId, Result<Pipe, HandshakeFailed>),
     Signaling(AttemptId, bool),
     DialBack(Pipe),
 }
@@ -95,6 +99,7 @@ impl Signals for NoSignals {
 /// peer's internal addresses are worth trying.
 pub(crate) async fn connect<S: Signals>(
     signals: &S,
+    me: &Identity,
     (ours, nets): (&[IpAddr], &[ipnet::IpNet]),
     peer: &PeerAddr,
     strategies: &[Strategy],
@@ -110,7 +115,12 @@ pub(crate) async fn connect<S: Signals>(
     let candidates = candidates_for(ours, nets, peer);
     let token = ReverseToken::from_random(rand::random());
     let race = Race::new(started.into_std(), race_config, candidates, token);
-    let mut driver = Driver::new(signals, peer, race, token, config.timeout);
+    let asking = Asking {
+        encrypt: config.encrypt,
+        token: None,
+        limit: config.timeout,
+    };
+    let mut driver = Driver::new(signals, me, peer, race, token, asking);
     let (strategy, pipe) = driver.run().await?;
     let elapsed = started.elapsed();
     let remote = pipe.peer_addr().unwrap_or(pipe.local_addr());
@@ -124,15 +134,17 @@ pub(crate) async fn connect<S: Signals>(
     })
 }
 
-/// Connects to every address `peer` lists at once, within `budget`: a
-/// race of direct alone. `ours` (our external IPs) and `nets` (our
+/// Connects to every address `peer` lists at once, within
+/// `asking.limit`: a race of direct alone, its handshake carrying
+/// `asking.token` (a dial-back). `ours` (our external IPs) and `nets` (our
 /// networks) tell which of the peer's internal addresses are worth trying.
 pub(crate) async fn dial(
-    ours: &[IpAddr],
-    nets: &[ipnet::IpNet],
+    me: &Identity,
+    (ours, nets): (&[IpAddr], &[ipnet::IpNet]),
     peer: &PeerAddr,
-    budget: Duration,
+    asking: Asking,
 ) -> Result<Pipe, ConnectError> {
+    let budget = asking.limit;
     let config = RaceConfig {
         strategies: vec![Strategy::Direct],
         budgets: Budgets {
@@ -148,7 +160,7 @@ pub(crate) async fn dial(
     // Direct alone sends no reverse request: the token is never used.
     let token = ReverseToken::from_random(0);
     let race = Race::new(now(), config, candidates, token);
-    let mut driver = Driver::new(&NoSignals, peer, race, token, budget);
+    let mut driver = Driver::new(&NoSignals, me, peer, race, token, asking);
     driver.run().await.map(|(_, pipe)| pipe)
 }
 
@@ -156,6 +168,8 @@ pub(crate) async fn dial(
 /// they made until the race says which one wins.
 struct Driver<'a, S> {
     signals: &'a S,
+    /// Who we prove to be in each connection's handshake.
+    me: &'a Identity,
     peer: &'a PeerAddr,
     race: Race,
     /// What our reverse requests ask the peer to present.
@@ -165,28 +179,31 @@ struct Driver<'a, S> {
     running: HashMap<AttemptId, AbortHandle>,
     /// Connections made, waiting for the race to pick or close them.
     connected: HashMap<AttemptId, Pipe>,
-    /// Bounds each TCP connect; the race cancels it sooner when its
-    /// strategy's budget ends.
-    connect_timeout: Duration,
+    /// What each handshake asks for; its limit bounds each TCP connect
+    /// and handshake (the race cancels them sooner when their strategy's
+    /// budget ends).
+    asking: Asking,
 }
 
 impl<'a, S: Signals> Driver<'a, S> {
     fn new(
         signals: &'a S,
+        me: &'a Identity,
         peer: &'a PeerAddr,
         race: Race,
         token: ReverseToken,
-        connect_timeout: Duration,
+        asking: Asking,
     ) -> Self {
         Self {
             signals,
+            me,
             peer,
             race,
             token,
             tasks: JoinSet::new(),
             running: HashMap::new(),
             connected: HashMap::new(),
-            connect_timeout,
+            asking,
         }
     }
 
@@ -220,15 +237,16 @@ impl<'a, S: Signals> Driver<'a, S> {
         match action {
             Action::Connect { attempt, dst } => {
                 let mut config = PipeConfig::default();
-                config.connect_timeout(self.connect_timeout);
+                config.connect_timeout(self.asking.limit);
+                let (me, peer, asking) = (self.me.clone(), self.peer.node_id, self.asking);
                 let task = self.tasks.spawn(async move {
-                    let result = Pipe::connect(Protocol::Tcp, dst, None, &config).await;
+                    let result = handshake::dial(dst, None, &config, &me, &peer, asking).await;
                     Event::Connected(attempt, result)
                 });
                 self.running.insert(attempt, task);
             }
             Action::WaitSignaling { attempt } => {
-                let up = self.signals.wait_up(self.connect_timeout);
+                let up = self.signals.wait_up(self.asking.limit);
                 let task = self
                     .tasks
                     .spawn(async move { Event::Signaling(attempt, up.await) });

@@ -13,5 +13,9 @@ pub const REVERSE_BUDGET: Duration = Duration::from_secs(3);
 /// TCP hole punching: signaling, the agreed start time and a few rounds of
 /// SYNs.
 pub const PUNCH_BUDGET: Duration = Duration::from_secs(3);
+/// A connection that began a handshake finishes it within this, or is
+/// dropped: a handshake is one round trip, so this is for slow links, and
+/// a stranger cannot hold a client slot longer.
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
 /// Relay: a TURN allocation plus a signaling round trip.
 pub const RELAY_BUDGET: Duration = Duration::from_secs(8);

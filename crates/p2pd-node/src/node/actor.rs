@@ -41,7 +41,7 @@ pub(crate) struct Actor {
     parts: Parts,
     inbox: Inbox,
     /// Our reverse requests waiting for their connection.
-    pending: HashMap<ReverseToken, oneshot::Sender<Pipe>>,
+    pending: HashMap<ReverseToken, (NodeId, oneshot::Sender<Pipe>)>,
     admission: Admission,
     /// Discovery rounds may overlap (start, a newly bound address): their
     /// delta series take turns here.
@@ -100,17 +100,29 @@ impl Actor {
     /// `run` has shut down.
     fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
         match command {
-            Command::AwaitReverse { token, reply } => {
+            Command::AwaitReverse { token, peer, reply } => {
                 // Requests whose connect has given up are forgotten here.
-                self.pending.retain(|_, waiting| !waiting.is_closed());
-                self.pending.insert(token, reply);
+                self.pending.retain(|_, (_, waiting)| !waiting.is_closed());
+                self.pending.insert(token, (peer, reply));
             }
             Command::Claim {
                 token,
+                from,
                 conn,
                 claimed,
             } => {
-                let ours = match self.pending.remove(&token) {
+                // Only the peer we asked may answer: the token was sent to
+                // it alone, but a handshake proves who presents it.
+                let asked = self
+                    .pending
+                    .get(&token)
+                    .is_some_and(|(peer, _)| *peer == from);
+                let waiting = if asked {
+                    self.pending.remove(&token)
+                } else {
+                    None
+                };
+                let ours = match waiting.map(|(_, waiting)| waiting) {
                     // The connect that asked may have been won by another
                     // strategy meanwhile: then nobody wants this one.
                     Some(waiting) => match waiting.send(conn) {
@@ -187,6 +199,8 @@ impl Actor {
         };
         let shared = &self.parts.shared;
         let dial_back = DialBack {
+            me: shared.identity.clone(),
+            encrypt: shared.config.connect.encrypt,
             asker,
             token,
             permits,

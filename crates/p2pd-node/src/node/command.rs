@@ -3,6 +3,7 @@
 //! those senders need not import the actor.
 
 use p2pd_net::pipe::Pipe;
+use p2pd_proto::addr::NodeId;
 use p2pd_proto::connect::ReverseToken;
 use tokio::sync::oneshot;
 
@@ -10,15 +11,19 @@ use crate::candidates::Reflexive;
 
 /// What the actor is asked to do.
 pub(crate) enum Command {
-    /// Remember a reverse request of ours; its connection goes to `reply`.
+    /// Remember a reverse request of ours to `peer`; its connection goes
+    /// to `reply`.
     AwaitReverse {
         token: ReverseToken,
+        peer: NodeId,
         reply: oneshot::Sender<Pipe>,
     },
-    /// An accepted connection began with a reverse preamble: if it answers
-    /// one of our requests, hand it over and say so.
+    /// An accepted connection's handshake, proven to come from `from`,
+    /// carried a reverse token: if it answers one of our requests to that
+    /// peer, hand it over and say so.
     Claim {
         token: ReverseToken,
+        from: NodeId,
         conn: Pipe,
         claimed: oneshot::Sender<bool>,
     },

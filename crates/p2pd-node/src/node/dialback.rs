@@ -6,10 +6,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use p2pd_net::handshake::Asking;
 use p2pd_net::pipe::Pipe;
 use p2pd_proto::addr::{NodeId, PeerAddr};
 use p2pd_proto::connect::ReverseToken;
-use p2pd_proto::connect::preamble::encode_preamble;
+use p2pd_proto::signal::Identity;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +85,10 @@ pub(crate) fn dialable(asker: &PeerAddr, offline: bool) -> bool {
 
 /// What a dial-back needs.
 pub(crate) struct DialBack {
+    /// Who we prove to be in the dial-back's handshake.
+    pub(crate) me: Identity,
+    /// Whether we ask for the stream to be encrypted.
+    pub(crate) encrypt: bool,
     pub(crate) asker: PeerAddr,
     pub(crate) token: ReverseToken,
     pub(crate) permits: Permits,
@@ -96,20 +101,21 @@ pub(crate) struct DialBack {
 }
 
 impl DialBack {
-    /// Connects to the asker, says which request this is, then serves
-    /// ECHO and the hooks (the asker wanted this connection) until the
-    /// connection ends or the node stops.
+    /// Connects to the asker, its handshake saying which request this
+    /// answers, then serves ECHO and the hooks (the asker wanted this
+    /// connection) until the connection ends or the node stops.
     pub(crate) async fn run(self) {
-        let Ok(pipe) = crate::connect::dial(&self.ours, &self.nets, &self.asker, self.budget).await
-        else {
+        let asking = Asking {
+            encrypt: self.encrypt,
+            token: Some(self.token),
+            limit: self.budget,
+        };
+        let nets = (&self.ours[..], &self.nets[..]);
+        let Ok(pipe) = crate::connect::dial(&self.me, nets, &self.asker, asking).await else {
             tracing::debug!(to = %self.asker.node_id, "dial back failed");
             return;
         };
         inbound::serve_all(&pipe, self.hooks.clone());
-        if pipe.send(&encode_preamble(self.token), None).await.is_err() {
-            pipe.close().await;
-            return;
-        }
         tracing::info!(to = %self.asker.node_id, local = %pipe.local_addr(), "dialled back for a reverse connect");
         hold(pipe, self.stop).await;
         drop(self.permits);

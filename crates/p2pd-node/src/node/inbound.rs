@@ -2,18 +2,18 @@
 //! those a remote peer asked for, and the hand-over of accepted
 //! connections that answer this node's own reverse requests.
 //!
-//! Each accepted connection gets its own message callback (installed
-//! before its first message is read), so what is known about it (fresh,
-//! remote, ours) is its own state, not an entry in a shared map.
+//! What a connection is was settled by its greeting, before it became a
+//! pipe (`p2pd_net::handshake::Acceptor`): a handshake that carried a
+//! reverse token answers one of our requests; any other connection (a
+//! proven peer, or an anonymous plain client) is a remote one and served.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use p2pd_net::pipe::{Message, Pipe};
+use p2pd_proto::addr::NodeId;
 use p2pd_proto::connect::ReverseToken;
-use p2pd_proto::connect::preamble::decode_preamble;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::command::Command;
@@ -27,38 +27,27 @@ pub(crate) type Hook =
 /// The hooks installed now; replaced, not mutated, when one is added.
 pub(crate) type Hooks = Arc<Vec<Hook>>;
 
-/// What is known about an accepted connection.
-const FRESH: u8 = 0;
-/// A remote peer's connection: served.
-const REMOTE: u8 = 1;
-/// An answer to our reverse request, handed to the connect that asked.
-const OURS: u8 = 2;
-
-/// Installs the node's handling on an accepted connection: its first
-/// message tells whether it answers one of our reverse requests (then the
-/// actor hands it to the waiting connect) or a remote peer opened it (then
-/// every message gets ECHO and the hooks).
+/// Installs the node's handling on an accepted connection, before its
+/// first message is read: a connection that presented a reverse token goes
+/// to the connect waiting for it (and is closed when none is); any other
+/// gets ECHO and the hooks on every message.
 pub(crate) fn on_accept(
     conn: &Pipe,
     actor: mpsc::WeakSender<Command>,
     hooks: watch::Receiver<Hooks>,
 ) {
-    let state = Arc::new(AtomicU8::new(FRESH));
-    conn.add_msg_cb(move |msg, conn| {
-        let (state, actor, hooks) = (state.clone(), actor.clone(), hooks.clone());
-        async move {
-            // A connection's messages are delivered one at a time, so its
-            // state needs no stronger ordering.
-            if state.load(Ordering::Relaxed) == FRESH {
-                let ours = match decode_preamble(&msg.data) {
-                    Ok(token) => claim(&actor, token, conn.clone()).await,
-                    Err(_) => false,
-                };
-                state.store(if ours { OURS } else { REMOTE }, Ordering::Relaxed);
-            }
-            if state.load(Ordering::Relaxed) == REMOTE {
-                serve(&msg, &conn, &hooks).await;
-            }
+    let answer = conn
+        .authenticated()
+        .and_then(|peer| peer.token.map(|token| (peer.id, token)));
+    let Some((from, token)) = answer else {
+        serve_all(conn, hooks);
+        return;
+    };
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        if !claim(&actor, token, from, conn.clone()).await {
+            tracing::debug!(%from, "a reverse token we did not ask that peer for");
+            conn.close().await;
         }
     });
 }
@@ -74,13 +63,19 @@ pub(crate) fn serve_all(conn: &Pipe, hooks: watch::Receiver<Hooks>) {
 
 /// Asks the actor whether `token` is one of our pending reverse requests;
 /// if so, `conn` has been handed to the connect that waits for it.
-async fn claim(actor: &mpsc::WeakSender<Command>, token: ReverseToken, conn: Pipe) -> bool {
+async fn claim(
+    actor: &mpsc::WeakSender<Command>,
+    token: ReverseToken,
+    from: NodeId,
+    conn: Pipe,
+) -> bool {
     let Some(actor) = actor.upgrade() else {
         return false;
     };
     let (claimed, answer) = oneshot::channel();
     let asked = actor.send(Command::Claim {
         token,
+        from,
         conn,
         claimed,
     });

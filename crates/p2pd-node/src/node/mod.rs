@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use p2pd_net::daemon::Daemon;
+use p2pd_net::handshake::Acceptor;
 use p2pd_net::interfaces;
 use p2pd_net::pipe::{Message, Pipe, PipeConfig};
 use p2pd_proto::addr::{NodeId, PeerAddr};
@@ -134,6 +135,13 @@ impl Node {
             .collect();
         let mut candidates = Candidates::new(chosen);
         let mut daemon = Daemon::new(PipeConfig::default());
+        // Before listening, so every accepted connection is greeted.
+        let acceptor = Acceptor::new(
+            identity.clone(),
+            config.connect.encrypt,
+            crate::defaults::HANDSHAKE_LIMIT,
+        );
+        daemon.set_greeter(Arc::new(acceptor).greeter());
         let binds = binds::listen(&mut daemon, &mut candidates, config.port).await?;
         let joined = if config.joins_brokers() {
             &config.brokers[..]
@@ -228,7 +236,15 @@ impl Node {
         let ours: Vec<IpAddr> = self.addr().endpoints().map(|e| e.external).collect();
         let nets = &self.shared.lan_nets;
         let config = &self.shared.config.connect;
-        connect::connect(self, (&ours, nets), peer, strategies, config).await
+        connect::connect(
+            self,
+            &self.shared.identity,
+            (&ours, nets),
+            peer,
+            strategies,
+            config,
+        )
+        .await
     }
 
     /// Waits until signaling is up on at least one broker, at most `limit`;
@@ -291,7 +307,11 @@ impl Signals for Node {
     ) -> Option<(usize, oneshot::Receiver<Pipe>)> {
         // The actor forgets the request once `rx` is dropped.
         let (reply, rx) = oneshot::channel();
-        let command = Command::AwaitReverse { token, reply };
+        let command = Command::AwaitReverse {
+            token,
+            peer: peer.node_id,
+            reply,
+        };
         self.commands.send(command).await.ok()?;
         let body = Body::Reverse {
             token: token.to_string(),

@@ -88,6 +88,7 @@ struct ConnectTable {
     reverse_ms: Option<u64>,
     punch_ms: Option<u64>,
     relay_ms: Option<u64>,
+    encrypt: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +198,9 @@ impl File {
         let c = self.connect;
         if let Some(strategies) = c.strategies {
             connect.strategies = texts(strategies);
+        }
+        if let Some(encrypt) = c.encrypt {
+            connect.encrypt = encrypt;
         }
         for (ms, slot) in [
             (c.timeout_ms, &mut connect.timeout),
@@ -330,6 +334,12 @@ mod tests {
     }
 
     #[test]
+    fn encryption_is_on_unless_switched_off() {
+        assert!(settings("").node.connect.encrypt);
+        assert!(!settings("[connect]\nencrypt = false\n").node.connect.encrypt);
+    }
+
+    #[test]
     fn empty_lists_mean_none() {
         let config =
             settings("[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n");
@@ -369,6 +379,7 @@ direct_ms = 2000
 reverse_ms = 3000
 punch_ms = 3000
 relay_ms = 8000
+encrypt = true
 
 [rest]
 listen = "127.0.0.1:12333"
