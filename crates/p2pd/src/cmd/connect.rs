@@ -73,6 +73,7 @@ pub(crate) async fn run(args: &Args, mut config: NodeConfig) -> anyhow::Result<b
         // Whole microseconds, so the number prints as 0.546, not
         // 0.5463020000000001.
         "ms": connection.elapsed.as_micros() as f64 / 1000.0,
+        "encrypted": connection.pipe.authenticated().is_some_and(|peer| peer.encrypted),
     });
     if args.json {
         output::status(info);

@@ -336,7 +336,12 @@ mod tests {
     #[test]
     fn encryption_is_on_unless_switched_off() {
         assert!(settings("").node.connect.encrypt);
-        assert!(!settings("[connect]\nencrypt = false\n").node.connect.encrypt);
+        assert!(
+            !settings("[connect]\nencrypt = false\n")
+                .node
+                .connect
+                .encrypt
+        );
     }
 
     #[test]
