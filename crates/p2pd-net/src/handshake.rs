@@ -60,19 +60,32 @@ pub struct Asking {
     pub limit: Duration,
 }
 
+/// Runs on a dialled connection before its first message is read (see
+/// [`Pipe::from_tcp_stream_layered`]).
+pub type Setup = Arc<dyn Fn(&Pipe) + Send + Sync>;
+
 /// Connects to `dest` and proves that the node `peer` is there: the
 /// connection as a pipe, its stream encrypted when either side asks.
 pub async fn dial(
     dest: SocketAddr,
     local: Option<SocketAddr>,
     config: &PipeConfig,
-    me: &Identity,
-    peer: &NodeId,
+    (me, peer): (&Identity, &NodeId),
     asking: Asking,
+    setup: Option<Setup>,
 ) -> Result<Pipe, HandshakeFailed> {
     let mut stream = Pipe::connect_tcp_stream(dest, local, config).await?;
     let layer = initiate(&mut stream, me, peer, asking).await?;
-    Ok(Pipe::from_tcp_stream_layered(stream, config, layer)?)
+    Ok(Pipe::from_tcp_stream_layered(
+        stream,
+        config,
+        layer,
+        |pipe| {
+            if let Some(setup) = setup {
+                setup(pipe);
+            }
+        },
+    )?)
 }
 
 /// Runs the initiator's side on a connected stream.

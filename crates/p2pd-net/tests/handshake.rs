@@ -67,9 +67,9 @@ async fn each_side_knows_the_other_and_messages_flow_encrypted_or_plain() {
             server.local_addr(),
             None,
             &PipeConfig::default(),
-            &alice(),
-            &bob().id(),
+            (&alice(), &bob().id()),
             asking(mine),
+            None,
         )
         .await
         .expect("dial");
@@ -101,9 +101,9 @@ async fn an_encrypted_connection_is_a_byte_stream_too() {
         server.local_addr(),
         None,
         &PipeConfig::default(),
-        &alice(),
-        &bob().id(),
+        (&alice(), &bob().id()),
         asking(true),
+        None,
     )
     .await
     .expect("dial");
@@ -128,9 +128,9 @@ async fn a_node_with_another_key_is_not_the_peer() {
         server.local_addr(),
         None,
         &PipeConfig::default(),
-        &alice(),
-        &bob().id(),
+        (&alice(), &bob().id()),
         asking(true),
+        None,
     )
     .await
     .expect_err("carol cannot answer for bob");
@@ -161,12 +161,12 @@ async fn a_server_that_is_no_p2pd_node_is_not_the_peer() {
             addr,
             None,
             &PipeConfig::default(),
-            &alice(),
-            &bob().id(),
+            (&alice(), &bob().id()),
             Asking {
                 limit: Duration::from_millis(300),
                 ..asking(true)
             },
+            None,
         )
         .await
         .expect_err("no p2pd node there");

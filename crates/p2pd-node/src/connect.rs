@@ -21,8 +21,8 @@ use p2pd_net::handshake::{self, Asking, HandshakeFailed};
 use p2pd_net::pipe::{Pipe, PipeConfig};
 use p2pd_proto::addr::PeerAddr;
 use p2pd_proto::connect::{
-    Action, AttemptId, Budgets, Outcome, Race, RaceConfig, ReverseToken, StrategyError,
-    candidates_for, stagger_for,
+    Action, AttemptId, Outcome, Race, RaceConfig, ReverseToken, StrategyError, candidates_for,
+    stagger_for,
 };
 use p2pd_proto::signal::Identity;
 use tokio::sync::oneshot;
@@ -61,8 +61,7 @@ enum Event {
     DialBack(Pipe),
 }
 
-/// What the race needs from signaling: the node implements it; a
-/// dial-back, which races direct alone, has [`NoSignals`].
+/// What the race needs from signaling: the node implements it.
 pub(crate) trait Signals {
     /// Resolves to whether a broker is connected within `limit`.
     fn wait_up(&self, limit: Duration) -> impl Future<Output = bool> + Send + 'static;
@@ -75,23 +74,6 @@ pub(crate) trait Signals {
         peer: &PeerAddr,
         token: ReverseToken,
     ) -> impl Future<Output = Option<(usize, oneshot::Receiver<Pipe>)>> + Send;
-}
-
-/// No signaling at all.
-pub(crate) struct NoSignals;
-
-impl Signals for NoSignals {
-    fn wait_up(&self, _limit: Duration) -> impl Future<Output = bool> + Send + 'static {
-        std::future::ready(false)
-    }
-
-    async fn ask_reverse(
-        &self,
-        _peer: &PeerAddr,
-        _token: ReverseToken,
-    ) -> Option<(usize, oneshot::Receiver<Pipe>)> {
-        None
-    }
 }
 
 /// Connects to `peer` with `strategies`, in this order of preference.
@@ -132,36 +114,6 @@ pub(crate) async fn connect<S: Signals>(
         strategy,
         elapsed,
     })
-}
-
-/// Connects to every address `peer` lists at once, within
-/// `asking.limit`: a race of direct alone, its handshake carrying
-/// `asking.token` (a dial-back). `ours` (our external IPs) and `nets` (our
-/// networks) tell which of the peer's internal addresses are worth trying.
-pub(crate) async fn dial(
-    me: &Identity,
-    (ours, nets): (&[IpAddr], &[ipnet::IpNet]),
-    peer: &PeerAddr,
-    asking: Asking,
-) -> Result<Pipe, ConnectError> {
-    let budget = asking.limit;
-    let config = RaceConfig {
-        strategies: vec![Strategy::Direct],
-        budgets: Budgets {
-            direct: budget,
-            reverse: budget,
-            punch: budget,
-            relay: budget,
-        },
-        overall: budget,
-        stagger: stagger_for(peer),
-    };
-    let candidates = candidates_for(ours, nets, peer);
-    // Direct alone sends no reverse request: the token is never used.
-    let token = ReverseToken::from_random(0);
-    let race = Race::new(now(), config, candidates, token);
-    let mut driver = Driver::new(&NoSignals, me, peer, race, token, asking);
-    driver.run().await.map(|(_, pipe)| pipe)
 }
 
 /// One connect's IO: the tasks the race asked for, and the connections
@@ -240,7 +192,8 @@ impl<'a, S: Signals> Driver<'a, S> {
                 config.connect_timeout(self.asking.limit);
                 let (me, peer, asking) = (self.me.clone(), self.peer.node_id, self.asking);
                 let task = self.tasks.spawn(async move {
-                    let result = handshake::dial(dst, None, &config, &me, &peer, asking).await;
+                    let result =
+                        handshake::dial(dst, None, &config, (&me, &peer), asking, None).await;
                     Event::Connected(attempt, result)
                 });
                 self.running.insert(attempt, task);

@@ -151,6 +151,7 @@ fn a_public_peer_is_reached_directly_and_echoes() {
     report("public peer from behind a NAT", &outcome);
     assert!(outcome.success, "{}", outcome.info);
     assert_eq!(outcome.info["strategy"], "direct");
+    assert_eq!(outcome.info["encrypted"], true);
     assert_eq!(outcome.stdout, "hello, world!");
     let raddr = outcome.info["raddr"][0].as_str().expect("ip");
     assert!(["198.18.0.7", "fd00:18::7"].contains(&raddr), "{raddr}");
@@ -192,6 +193,7 @@ fn a_peer_behind_nat_is_reached_by_reverse_connect() {
     );
     assert!(outcome.success, "{}", outcome.info);
     assert_eq!(outcome.info["strategy"], "reverse");
+    assert_eq!(outcome.info["encrypted"], true);
     assert_eq!(
         outcome.stdout.as_bytes(),
         "\u{0}binary\u{fffd}".as_bytes(),
@@ -312,4 +314,37 @@ fn wait_for_line(log: &Path, wanted: impl Fn(&str) -> bool) -> String {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn plain_connections_cross_the_lab_by_direct_and_reverse() {
+    require_lab!();
+    let mut lab = lab(LabSpec::default().nat(Side::A, NatKind::PortRestrictedCone));
+    // Both sides switch encryption off: the [connect] table ends the file.
+    let path = lab.dir().join("p2pd.toml");
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str("encrypt = false\n");
+    std::fs::write(&path, text).expect("config");
+    let (public, _) = start_node(&mut lab, "node-peer", "peer");
+    let (natted, _) = start_node(&mut lab, "node-a", "a");
+
+    let direct = connect(&lab, "a", &public, "direct", b"ECHO plain direct");
+    report("plain, public peer from behind a NAT", &direct);
+    assert!(direct.success, "{}", direct.info);
+    assert_eq!(direct.info["strategy"], "direct");
+    assert_eq!(direct.info["encrypted"], false);
+    assert_eq!(direct.stdout, "plain direct");
+
+    let reverse = connect(
+        &lab,
+        "peer",
+        &natted,
+        "direct,reverse",
+        b"ECHO plain reverse",
+    );
+    report("plain, peer behind a NAT from a public peer", &reverse);
+    assert!(reverse.success, "{}", reverse.info);
+    assert_eq!(reverse.info["strategy"], "reverse");
+    assert_eq!(reverse.info["encrypted"], false);
+    assert_eq!(reverse.stdout, "plain reverse");
 }

@@ -34,7 +34,6 @@ fn p2pd() -> Command {
 struct Setup {
     _dir: tempfile::TempDir,
     config: std::path::PathBuf,
-    broker_port: u16,
     addr: String,
     _broker: Running,
     _node: Running,
@@ -83,7 +82,6 @@ fn setup(extra: &str) -> Setup {
     Setup {
         _dir: dir,
         config,
-        broker_port: port,
         addr,
         _broker: broker,
         _node: node,

@@ -229,13 +229,16 @@ impl Pipe {
 
     /// Wraps a TCP stream on which a handshake has run (see [`Layer`]):
     /// its leftover bytes are the first message, and an encrypted
-    /// connection's messages are sealed and opened here.
+    /// connection's messages are sealed and opened here. `setup` runs on
+    /// the pipe before its first message is read, as accept callbacks do,
+    /// so callbacks it installs see every message.
     pub fn from_tcp_stream_layered(
         stream: tokio::net::TcpStream,
         config: &PipeConfig,
         layer: Layer,
+        setup: impl FnOnce(&Pipe),
     ) -> Result<Pipe, PipeError> {
-        tcp::wrap_layered(stream, config, layer)
+        tcp::wrap_layered(stream, config, layer, setup)
     }
 
     /// Wraps a TCP listener.

@@ -74,8 +74,10 @@ pub(super) fn wrap_layered(
     stream: TcpStream,
     config: &PipeConfig,
     layer: Layer,
+    setup: impl FnOnce(&Pipe),
 ) -> Result<Pipe, PipeError> {
     let (pipe, reader) = stream_pipe(stream, config, None, layer)?;
+    setup(&pipe);
     start_reader(&pipe, reader);
     Ok(pipe)
 }

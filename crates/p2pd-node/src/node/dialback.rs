@@ -6,12 +6,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2pd_net::handshake::Asking;
-use p2pd_net::pipe::Pipe;
+use p2pd_net::handshake::{self, Asking, Setup};
+use p2pd_net::pipe::{Pipe, PipeConfig};
 use p2pd_proto::addr::{NodeId, PeerAddr};
-use p2pd_proto::connect::ReverseToken;
+use p2pd_proto::connect::{ReverseToken, candidates_for};
 use p2pd_proto::signal::Identity;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::inbound::{self, Hooks};
@@ -101,23 +102,48 @@ pub(crate) struct DialBack {
 }
 
 impl DialBack {
-    /// Connects to the asker, its handshake saying which request this
-    /// answers, then serves ECHO and the hooks (the asker wanted this
-    /// connection) until the connection ends or the node stops.
+    /// Connects to the asker on every address it lists at once, each
+    /// handshake carrying the token, then serves ECHO and the hooks on each
+    /// connection the asker keeps (the asker wanted it) until it ends or the
+    /// node stops. The asker keeps the first that reaches it and closes the
+    /// rest, so which one wins is its choice, not a race on this side.
     pub(crate) async fn run(self) {
         let asking = Asking {
             encrypt: self.encrypt,
             token: Some(self.token),
             limit: self.budget,
         };
-        let nets = (&self.ours[..], &self.nets[..]);
-        let Ok(pipe) = crate::connect::dial(&self.me, nets, &self.asker, asking).await else {
-            tracing::debug!(to = %self.asker.node_id, "dial back failed");
-            return;
-        };
-        inbound::serve_all(&pipe, self.hooks.clone());
-        tracing::info!(to = %self.asker.node_id, local = %pipe.local_addr(), "dialled back for a reverse connect");
-        hold(pipe, self.stop).await;
+        let mut config = PipeConfig::default();
+        config.connect_timeout(self.budget);
+        let mut dials = JoinSet::new();
+        for dst in candidates_for(&self.ours, &self.nets, &self.asker) {
+            let (me, asker, config) = (self.me.clone(), self.asker.node_id, config.clone());
+            let hooks = self.hooks.clone();
+            // Served from its first message on: the asker may send at once.
+            let serve: Setup = Arc::new(move |pipe: &Pipe| inbound::serve_all(pipe, hooks.clone()));
+            dials.spawn(async move {
+                handshake::dial(dst, None, &config, (&me, &asker), asking, Some(serve)).await
+            });
+        }
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                joined = dials.join_next() => match joined {
+                    Some(Ok(Ok(pipe))) => {
+                        tracing::info!(to = %self.asker.node_id, local = %pipe.local_addr(), "dialled back for a reverse connect");
+                        held.push(pipe);
+                    }
+                    Some(Ok(Err(err))) => tracing::debug!(to = %self.asker.node_id, %err, "dial back failed"),
+                    Some(Err(_)) => {}
+                    None => break,
+                },
+            }
+        }
+        dials.abort_all();
+        for pipe in held {
+            hold(pipe, self.stop.clone()).await;
+        }
         drop(self.permits);
     }
 }
