@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use p2pd_net::handshake::{self, Acceptor, Asking};
 use p2pd_net::pipe::{Pipe, PipeConfig, Protocol, SubKey};
+use p2pd_proto::signal::Identity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Notify;
@@ -69,6 +71,20 @@ fn main() {
             report("tcp_rtt", "round trips/s", &raw, &pipe);
             report_raw_rate("raw_tcp_rtt_per_s", &raw);
         }
+        if wanted("tcp_bulk_encrypted") {
+            let (plain, sealed) = best(tcp_bulk_pipe, tcp_bulk_encrypted).await;
+            report_vs("tcp_bulk_encrypted", "MB/s", "plain pipe", &plain, &sealed);
+        }
+        if wanted("tcp_rtt_encrypted") {
+            let (plain, sealed) = best(tcp_rtt_pipe, tcp_rtt_encrypted).await;
+            report_vs(
+                "tcp_rtt_encrypted",
+                "round trips/s",
+                "plain pipe",
+                &plain,
+                &sealed,
+            );
+        }
         if wanted("udp_bulk") {
             let (raw, pipe) = best(udp_bulk_raw, udp_bulk_pipe).await;
             report("udp_bulk", "MB/s", &raw, &pipe);
@@ -123,13 +139,18 @@ where
 }
 
 fn report(measure: &str, unit: &str, raw: &Measured, pipe: &Measured) {
-    match (raw, pipe) {
-        (Ok(raw), Ok(pipe)) => {
-            println!("# {measure}: raw tokio {raw:.0} {unit}, p2pd pipe {pipe:.0} {unit}");
-            println!("ratio {measure} {:.3}", pipe / raw);
+    report_vs(measure, unit, "raw tokio", raw, pipe);
+}
+
+/// Prints `measured` against `baseline` (named `base`).
+fn report_vs(measure: &str, unit: &str, base: &str, baseline: &Measured, measured: &Measured) {
+    match (baseline, measured) {
+        (Ok(baseline), Ok(measured)) => {
+            println!("# {measure}: {base} {baseline:.0} {unit}, p2pd {measured:.0} {unit}");
+            println!("ratio {measure} {:.3}", measured / baseline);
         }
-        (Err(err), _) => println!("# ratio {measure} not measured: raw tokio failed: {err}"),
-        (_, Err(err)) => println!("# ratio {measure} not measured: p2pd pipe failed: {err}"),
+        (Err(err), _) => println!("# ratio {measure} not measured: {base} failed: {err}"),
+        (_, Err(err)) => println!("# ratio {measure} not measured: p2pd failed: {err}"),
     }
 }
 
@@ -174,10 +195,55 @@ async fn tcp_bulk_raw() -> Measured {
 }
 
 async fn tcp_bulk_pipe() -> Measured {
-    let config = PipeConfig::default();
-    let server = Pipe::listen(Protocol::Tcp, LOOPBACK, &config)
+    tcp_bulk(false).await
+}
+
+async fn tcp_bulk_encrypted() -> Measured {
+    tcp_bulk(true).await
+}
+
+/// A TCP server pipe; with `encrypted`, it greets every connection with
+/// the node handshake and asks for encryption.
+async fn tcp_server(config: &PipeConfig, encrypted: bool) -> Result<Pipe, String> {
+    let server = Pipe::listen(Protocol::Tcp, LOOPBACK, config)
         .await
         .map_err(because("listen"))?;
+    if encrypted {
+        let acceptor = Acceptor::new(Identity::from_secret([2; 32]), true, STALLED);
+        server.set_greeter(Arc::new(acceptor).greeter());
+    }
+    Ok(server)
+}
+
+/// A client of `server`: with `encrypted`, through the node handshake.
+async fn tcp_client(server: &Pipe, config: &PipeConfig, encrypted: bool) -> Result<Pipe, String> {
+    if !encrypted {
+        return Pipe::connect(Protocol::Tcp, server.local_addr(), None, config)
+            .await
+            .map_err(because("connect"));
+    }
+    let asking = Asking {
+        encrypt: true,
+        token: None,
+        limit: STALLED,
+    };
+    let me = Identity::from_secret([1; 32]);
+    let peer = Identity::from_secret([2; 32]).id();
+    handshake::dial(
+        server.local_addr(),
+        None,
+        config,
+        (&me, &peer),
+        asking,
+        None,
+    )
+    .await
+    .map_err(because("handshake"))
+}
+
+async fn tcp_bulk(encrypted: bool) -> Measured {
+    let config = PipeConfig::default();
+    let server = tcp_server(&config, encrypted).await?;
     let got = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
     let (g, d) = (got.clone(), done.clone());
@@ -189,9 +255,9 @@ async fn tcp_bulk_pipe() -> Measured {
         }
         async {}
     });
-    let client = Pipe::connect(Protocol::Tcp, server.local_addr(), None, &config).await;
+    let client = tcp_client(&server, &config, encrypted).await;
     let rate = async {
-        let client = client.as_ref().map_err(because("connect"))?;
+        let client = client.as_ref().map_err(Clone::clone)?;
         let chunk = vec![1u8; CHUNK];
         let started = Instant::now();
         for _ in 0..BULK_BYTES / CHUNK as u64 {
@@ -241,20 +307,32 @@ async fn tcp_rtt_raw() -> Measured {
 }
 
 async fn tcp_rtt_pipe() -> Measured {
-    rtt_pipe(Protocol::Tcp).await
+    rtt_pipe(Protocol::Tcp, false).await
 }
 
-async fn rtt_pipe(protocol: Protocol) -> Measured {
+async fn tcp_rtt_encrypted() -> Measured {
+    rtt_pipe(Protocol::Tcp, true).await
+}
+
+async fn rtt_pipe(protocol: Protocol, encrypted: bool) -> Measured {
     let config = PipeConfig::default();
-    let server = Pipe::listen(protocol, LOOPBACK, &config)
-        .await
-        .map_err(because("listen"))?;
+    let server = match protocol {
+        Protocol::Tcp => tcp_server(&config, encrypted).await?,
+        Protocol::Udp => Pipe::listen(protocol, LOOPBACK, &config)
+            .await
+            .map_err(because("listen"))?,
+    };
     server.add_msg_cb(|msg, reply| async move {
         let _ = reply.send(&msg.data, Some(msg.from)).await;
     });
-    let client = Pipe::connect(protocol, server.local_addr(), None, &config).await;
+    let client = match protocol {
+        Protocol::Tcp => tcp_client(&server, &config, encrypted).await,
+        Protocol::Udp => Pipe::connect(protocol, server.local_addr(), None, &config)
+            .await
+            .map_err(because("connect")),
+    };
     let rate = async {
-        let client = client.as_ref().map_err(because("connect"))?;
+        let client = client.as_ref().map_err(Clone::clone)?;
         let all = SubKey::all();
         client.subscribe(&all).map_err(because("subscribe"))?;
         let msg = [7u8; 64];
@@ -373,7 +451,7 @@ async fn udp_rtt_raw() -> Measured {
 }
 
 async fn udp_rtt_pipe() -> Measured {
-    rtt_pipe(Protocol::Udp).await
+    rtt_pipe(Protocol::Udp, false).await
 }
 
 /// Resident memory of this process, from /proc.
