@@ -222,3 +222,26 @@ fn a_bad_address_is_a_one_line_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("node id"), "{stderr}");
 }
+
+#[test]
+fn plain_clients_and_original_nodes_get_echo() {
+    let node = setup("");
+    let addr: p2pd_proto::addr::PeerAddr = node.addr.parse().expect("address");
+    let endpoint = addr.endpoints().next().expect("an entry");
+    let server = std::net::SocketAddr::new(endpoint.external, endpoint.port);
+    for (first, answer) in [
+        (&b"ECHO from netcat"[..], &b"from netcat"[..]),
+        (
+            b"P2P_CON_ID_EQ 987654\nECHO from the original",
+            b"from the original",
+        ),
+    ] {
+        let mut conn = std::net::TcpStream::connect(server).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        conn.write_all(first).expect("write");
+        let mut got = vec![0u8; answer.len()];
+        std::io::Read::read_exact(&mut conn, &mut got).expect("the answer");
+        assert_eq!(got, answer);
+    }
+}
