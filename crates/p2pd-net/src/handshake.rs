@@ -109,9 +109,13 @@ pub async fn initiate(
             if n == 0 {
                 return Err(HandshakeFailed::Ended);
             }
-            if let Some((session, leftover)) = initiator.read(&buf[..n])? {
+            if let Some(finished) = initiator.read(&buf[..n])? {
+                // The confirmation goes out before anything else: the
+                // responder trusts the connection once it has opened it.
+                stream.write_all(&finished.confirm).await?;
+                let session = finished.session;
                 return Ok(Layer {
-                    leftover,
+                    leftover: finished.leftover,
                     peer: Some(Authenticated {
                         id: session.peer,
                         encrypted: session.encrypted,
@@ -179,6 +183,12 @@ impl Acceptor {
             }
             match tokio::time::timeout_at(undecided, read_some(&mut stream, &mut first)).await {
                 Ok(Ok(true)) => {}
+                // A NUL first is a p2pd node's (no text client sends one)
+                // whose handshake stalled: dropped, never served as plain.
+                _ if first.first() == Some(&0) => {
+                    tracing::debug!(?from, "handshake stalled in its magic");
+                    return None;
+                }
                 // Ended, failed or silent: what came so far is a plain
                 // client's.
                 Ok(Ok(false) | Err(_)) | Err(_) => break Greeting::Plain,
@@ -186,7 +196,8 @@ impl Acceptor {
         };
         match greeting {
             Greeting::Handshake => {
-                match tokio::time::timeout(self.limit, self.respond(&mut stream, first)).await {
+                match tokio::time::timeout(self.limit, self.respond(&mut stream, from, first)).await
+                {
                     Ok(Ok(layer)) => Some((stream, layer)),
                     Ok(Err(err)) => {
                         tracing::debug!(?from, %err, "handshake refused");
@@ -218,19 +229,30 @@ impl Acceptor {
     async fn respond(
         &self,
         stream: &mut TcpStream,
+        from: Option<SocketAddr>,
         mut buf: Vec<u8>,
     ) -> Result<Layer, HandshakeFailed> {
         let mut responder = Responder::new(&self.identity, self.encrypt, rand::random())?;
+        let heard = loop {
+            if let Some(heard) = responder.read_first(&buf)? {
+                break heard;
+            }
+            buf.clear();
+            if !read_some(stream, &mut buf).await? {
+                return Err(HandshakeFailed::Ended);
+            }
+        };
+        // Only the bookkeeping under the lock; the key agreements ran
+        // before and run after it, so handshakes do not wait on each other.
+        let source = from.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |f| f.ip());
+        self.guard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .admit(unix_ms(), source, heard.hello.sent_ms, heard.ephemeral)?;
+        stream.write_all(&responder.answer()?).await?;
+        buf.clear();
         loop {
-            let accepted = {
-                let mut guard = self
-                    .guard
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                responder.read(unix_ms(), &mut guard, &buf)?
-            };
-            if let Some(accepted) = accepted {
-                stream.write_all(&accepted.reply).await?;
+            if let Some(accepted) = responder.confirm(&buf)? {
                 let session = accepted.session;
                 return Ok(Layer {
                     leftover: accepted.leftover,

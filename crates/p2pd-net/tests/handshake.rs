@@ -52,6 +52,19 @@ async fn server(who: Identity, encrypt: bool) -> (Pipe, mpsc::UnboundedReceiver<
     (server, rx)
 }
 
+/// Alice dials `dest` expecting Bob there.
+async fn alice_dials_bob(dest: SocketAddr, asking: Asking) -> Result<Pipe, HandshakeFailed> {
+    dial(
+        dest,
+        None,
+        &PipeConfig::default(),
+        (&alice(), &bob().id()),
+        asking,
+        None,
+    )
+    .await
+}
+
 async fn next(rx: &mut mpsc::UnboundedReceiver<Pipe>) -> Pipe {
     tokio::time::timeout(LIMIT, rx.recv())
         .await
@@ -63,16 +76,9 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Pipe>) -> Pipe {
 async fn each_side_knows_the_other_and_messages_flow_encrypted_or_plain() {
     for (mine, theirs) in [(true, true), (true, false), (false, true), (false, false)] {
         let (server, mut adopted) = server(bob(), theirs).await;
-        let client = dial(
-            server.local_addr(),
-            None,
-            &PipeConfig::default(),
-            (&alice(), &bob().id()),
-            asking(mine),
-            None,
-        )
-        .await
-        .expect("dial");
+        let client = alice_dials_bob(server.local_addr(), asking(mine))
+            .await
+            .expect("dial");
         let conn = next(&mut adopted).await;
         let theirs_seen = conn.authenticated().expect("authenticated");
         assert_eq!(theirs_seen.id, alice().id());
@@ -97,16 +103,9 @@ async fn each_side_knows_the_other_and_messages_flow_encrypted_or_plain() {
 #[tokio::test]
 async fn an_encrypted_connection_is_a_byte_stream_too() {
     let (server, _adopted) = server(bob(), true).await;
-    let client = dial(
-        server.local_addr(),
-        None,
-        &PipeConfig::default(),
-        (&alice(), &bob().id()),
-        asking(true),
-        None,
-    )
-    .await
-    .expect("dial");
+    let client = alice_dials_bob(server.local_addr(), asking(true))
+        .await
+        .expect("dial");
     let mut stream = client.stream().expect("stream");
     stream
         .write_all(b"through the records")
@@ -124,16 +123,9 @@ async fn an_encrypted_connection_is_a_byte_stream_too() {
 async fn a_node_with_another_key_is_not_the_peer() {
     let carol = Identity::from_secret([9; 32]);
     let (server, _adopted) = server(carol, true).await;
-    let err = dial(
-        server.local_addr(),
-        None,
-        &PipeConfig::default(),
-        (&alice(), &bob().id()),
-        asking(true),
-        None,
-    )
-    .await
-    .expect_err("carol cannot answer for bob");
+    let err = alice_dials_bob(server.local_addr(), asking(true))
+        .await
+        .expect_err("carol cannot answer for bob");
     assert!(err.to_string().contains("not the peer"), "{err}");
 }
 
@@ -157,16 +149,12 @@ async fn a_server_that_is_no_p2pd_node_is_not_the_peer() {
                 _ => tokio::time::sleep(LIMIT).await,
             }
         });
-        let err = dial(
+        let err = alice_dials_bob(
             addr,
-            None,
-            &PipeConfig::default(),
-            (&alice(), &bob().id()),
             Asking {
                 limit: Duration::from_millis(300),
                 ..asking(true)
             },
-            None,
         )
         .await
         .expect_err("no p2pd node there");
@@ -252,7 +240,7 @@ async fn a_handshake_sent_one_byte_at_a_time_succeeds_and_a_forged_record_ends_i
             .expect("write");
     }
     let mut buf = [0u8; 512];
-    let (session, _) = loop {
+    let finished = loop {
         let n = tokio::time::timeout(LIMIT, sock.read(&mut buf))
             .await
             .expect("answer")
@@ -262,11 +250,17 @@ async fn a_handshake_sent_one_byte_at_a_time_succeeds_and_a_forged_record_ends_i
             break done;
         }
     };
+    // Not a connection until the confirmation, sent one byte at a time too.
+    for byte in &finished.confirm {
+        sock.write_all(std::slice::from_ref(byte))
+            .await
+            .expect("write");
+    }
     let conn = next(&mut adopted).await;
     let seen = conn.authenticated().expect("authenticated");
     assert_eq!(seen.token, Some(ReverseToken::from_random(42)));
     assert!(seen.encrypted);
-    let (mut sealer, mut opener) = session.into_keys().expect("encrypted");
+    let (mut sealer, mut opener) = finished.session.into_keys().expect("encrypted");
     let mut record = Vec::new();
     sealer.seal(b"ping", &mut record).expect("seal");
     sock.write_all(&record).await.expect("write");
@@ -288,6 +282,40 @@ async fn a_handshake_sent_one_byte_at_a_time_succeeds_and_a_forged_record_ends_i
         .expect("the forged record ends the connection");
 }
 
+/// A first message seen on the wire and played on another connection
+/// first: answered, but never a connection, since the player cannot
+/// confirm the keys; the genuine one, arriving second, is then a replay.
+#[tokio::test]
+async fn a_first_message_played_by_an_eavesdropper_opens_nothing() {
+    let (server, mut adopted) = server(bob(), false).await;
+    let hello = Hello {
+        encrypt: false,
+        sent_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64,
+        token: Some(ReverseToken::from_random(7)),
+    };
+    let (_, first) = Initiator::start(&alice(), &bob().id(), hello, [7; 32]).expect("start");
+    let mut eve = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    eve.write_all(&first).await.expect("write");
+    let mut buf = [0u8; 512];
+    assert!(eve.read(&mut buf).await.expect("answer") > 0, "answered");
+    eve.write_all(b"\x00\x10plain bytes as alice")
+        .await
+        .expect("write");
+    let n = tokio::time::timeout(LIMIT, eve.read(&mut buf))
+        .await
+        .expect("closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no confirmation: the connection is closed");
+    // A greeting that ends in a close adopts nothing (adoption would have
+    // come first, and kept the connection open).
+    assert!(adopted.try_recv().is_err(), "never adopted");
+}
+
 #[tokio::test]
 async fn a_replayed_first_message_is_dropped() {
     let (server, mut adopted) = server(bob(), false).await;
@@ -299,13 +327,19 @@ async fn a_replayed_first_message_is_dropped() {
             .as_millis() as u64,
         token: None,
     };
-    let (_, first) = Initiator::start(&alice(), &bob().id(), hello, [6; 32]).expect("start");
+    let (mut initiator, first) =
+        Initiator::start(&alice(), &bob().id(), hello, [6; 32]).expect("start");
     let mut genuine = TcpStream::connect(server.local_addr())
         .await
         .expect("connect");
     genuine.write_all(&first).await.expect("write");
     let mut buf = [0u8; 512];
-    assert!(genuine.read(&mut buf).await.expect("answer") > 0);
+    let n = genuine.read(&mut buf).await.expect("answer");
+    let finished = initiator
+        .read(&buf[..n])
+        .expect("bob answers")
+        .expect("whole");
+    genuine.write_all(&finished.confirm).await.expect("confirm");
     assert!(next(&mut adopted).await.authenticated().is_some());
     let mut replay = TcpStream::connect(server.local_addr())
         .await

@@ -72,35 +72,65 @@ pub fn signal_envelope(data: &[u8]) {
 /// the bytes; records that no sealer made never open.
 pub fn handshake(data: &[u8]) {
     const NOW: u64 = 1_800_000_000_000;
+    let source = std::net::IpAddr::from([198, 18, 0, 7]);
     let me = Identity::from_secret([2; 32]);
     let peer = Identity::from_secret([1; 32]);
     if let Greeting::Legacy { line_len } = classify(data) {
         assert_eq!(data[line_len - 1], b'\n');
     }
-    let mut guard = ReplayGuard::new();
+    // The bytes as a first message, then as the confirmation of a genuine
+    // one.
     if let Ok(mut responder) = Responder::new(&me, true, [4; 32])
-        && let Ok(Some(accepted)) = responder.read(NOW, &mut guard, data)
+        && let Ok(Some(heard)) = responder.read_first(data)
+        && ReplayGuard::new()
+            .admit(NOW, source, heard.hello.sent_ms, heard.ephemeral)
+            .is_ok()
     {
-        assert!(data.len() >= accepted.leftover.len());
+        let _ = responder.answer();
     }
     let hello = Hello {
         encrypt: true,
         sent_ms: NOW,
         token: None,
     };
-    if let Ok((mut initiator, first)) = Initiator::start(&peer, &me.id(), hello, [3; 32]) {
-        let _ = initiator.read(data);
-        // An encrypted session's opener, fed the bytes as records.
-        if let Ok(mut responder) = Responder::new(&me, true, [4; 32])
-            && let Ok(Some(accepted)) = responder.read(NOW, &mut ReplayGuard::new(), &first)
-            && let Some((_, mut opener)) = accepted.session.into_keys()
-        {
-            let mut out = Vec::new();
-            assert!(
-                opener_rejects_or_waits(&mut opener, data, &mut out),
-                "random bytes opened as a record"
-            );
-        }
+    let Ok((mut initiator, first)) = Initiator::start(&peer, &me.id(), hello, [3; 32]) else {
+        return;
+    };
+    let _ = initiator.read(data);
+    let Ok(mut responder) = Responder::new(&me, true, [4; 32]) else {
+        return;
+    };
+    if !matches!(responder.read_first(&first), Ok(Some(_))) || responder.answer().is_err() {
+        return;
+    }
+    assert!(
+        !matches!(responder.confirm(data), Ok(Some(_))),
+        "bytes no initiator sealed confirmed a handshake"
+    );
+    // And as records of an encrypted session.
+    let (Ok((mut genuine, first)), Ok(mut responder)) = (
+        Initiator::start(&peer, &me.id(), hello, [5; 32]),
+        Responder::new(&me, true, [6; 32]),
+    ) else {
+        return;
+    };
+    let Ok(Some(_)) = responder.read_first(&first) else {
+        return;
+    };
+    let Ok(reply) = responder.answer() else {
+        return;
+    };
+    let Ok(Some(finished)) = genuine.read(&reply) else {
+        return;
+    };
+    if let Ok(Some(accepted)) = responder.confirm(&finished.confirm)
+        && let Some((_, mut opener)) = accepted.session.into_keys()
+    {
+        let mut out = Vec::new();
+        assert!(
+            opener_rejects_or_waits(&mut opener, data, &mut out),
+            "random bytes opened as a record"
+        );
     }
 }
 

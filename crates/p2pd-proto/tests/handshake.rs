@@ -5,7 +5,8 @@ use p2pd_proto::addr::NodeId;
 use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::handshake::record::{MAX_PLAINTEXT, Opener, RecordError, Sealer};
 use p2pd_proto::handshake::{
-    Accepted, Greeting, HandshakeError, Hello, Initiator, ReplayGuard, Responder, Session, classify,
+    Accepted, Finished, Greeting, HandshakeError, Hello, Initiator, ReplayGuard, Responder,
+    classify,
 };
 use p2pd_proto::signal::Identity;
 
@@ -27,34 +28,61 @@ fn hello(encrypt: bool) -> Hello {
     }
 }
 
+const SOURCE: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 7));
+
+/// The responder's first two steps as a node server runs them: reads the
+/// first message, admits it, answers; `None` while it is incomplete.
+fn respond(
+    responder: &mut Responder,
+    now: u64,
+    guard: &mut ReplayGuard,
+    bytes: &[u8],
+) -> Result<Option<Vec<u8>>, HandshakeError> {
+    let Some(heard) = responder.read_first(bytes)? else {
+        return Ok(None);
+    };
+    guard.admit(now, SOURCE, heard.hello.sent_ms, heard.ephemeral)?;
+    responder.answer().map(Some)
+}
+
 /// Runs a whole handshake, feeding each side `chunk` bytes at a time.
 fn handshake(
     hello: Hello,
     responder_encrypts: bool,
     chunk: usize,
     guard: &mut ReplayGuard,
-) -> Result<((Session, Vec<u8>), Accepted), HandshakeError> {
+) -> Result<(Finished, Accepted), HandshakeError> {
     let (mut initiator, first) = Initiator::start(&alice(), &bob().id(), hello, [3; 32])?;
     let mut responder = Responder::new(&bob(), responder_encrypts, [4; 32])?;
-    let mut accepted = None;
+    let mut reply = None;
     for piece in first.chunks(chunk) {
-        assert!(accepted.is_none(), "accepted before the whole message");
-        accepted = responder.read(NOW, guard, piece)?;
+        assert!(reply.is_none(), "answered before the whole message");
+        reply = respond(&mut responder, NOW, guard, piece)?;
     }
-    let accepted = accepted.expect("the first message is whole");
+    let reply = reply.expect("the first message is whole");
     let mut done = None;
-    for piece in accepted.reply.chunks(chunk) {
+    for piece in reply.chunks(chunk) {
         assert!(done.is_none());
         done = initiator.read(piece)?;
     }
-    Ok((done.expect("the answer is whole"), accepted))
+    let finished = done.expect("the answer is whole");
+    let mut accepted = None;
+    for piece in finished.confirm.chunks(chunk) {
+        assert!(accepted.is_none());
+        accepted = responder.confirm(piece)?;
+    }
+    Ok((finished, accepted.expect("the confirmation is whole")))
 }
 
 #[test]
 fn both_sides_learn_each_other_and_encrypt_when_either_asks() {
     for (mine, theirs) in [(true, true), (true, false), (false, true), (false, false)] {
-        let ((session, leftover), accepted) =
-            handshake(hello(mine), theirs, usize::MAX, &mut ReplayGuard::new()).expect("handshake");
+        let (
+            Finished {
+                session, leftover, ..
+            },
+            accepted,
+        ) = handshake(hello(mine), theirs, usize::MAX, &mut ReplayGuard::new()).expect("handshake");
         assert_eq!(session.peer, bob().id());
         assert_eq!(accepted.session.peer, alice().id());
         assert_eq!(session.encrypted, mine || theirs);
@@ -65,7 +93,7 @@ fn both_sides_learn_each_other_and_encrypt_when_either_asks() {
 
 #[test]
 fn one_byte_at_a_time_is_the_same_handshake() {
-    let ((session, _), accepted) =
+    let (Finished { session, .. }, accepted) =
         handshake(hello(true), true, 1, &mut ReplayGuard::new()).expect("handshake");
     assert_eq!(session.peer, bob().id());
     assert_eq!(accepted.session.peer, alice().id());
@@ -90,9 +118,7 @@ fn a_node_without_the_key_cannot_answer() {
     // Carol sits at Bob's address: she cannot open what was sealed to Bob.
     let mut responder = Responder::new(&carol, true, [4; 32]).expect("responder");
     assert_eq!(
-        responder
-            .read(NOW, &mut ReplayGuard::new(), &first)
-            .expect_err("refused"),
+        respond(&mut responder, NOW, &mut ReplayGuard::new(), &first).expect_err("refused"),
         HandshakeError::NotForUs
     );
     // Nor can she make an answer that Alice accepts: her own handshake's
@@ -100,11 +126,14 @@ fn a_node_without_the_key_cannot_answer() {
     let (_, carols_first) =
         Initiator::start(&carol, &alice().id(), hello(true), [5; 32]).expect("carol");
     let mut alices_responder = Responder::new(&alice(), true, [6; 32]).expect("responder");
-    let carols_answer = alices_responder
-        .read(NOW, &mut ReplayGuard::new(), &carols_first)
-        .expect("read")
-        .expect("whole")
-        .reply;
+    let carols_answer = respond(
+        &mut alices_responder,
+        NOW,
+        &mut ReplayGuard::new(),
+        &carols_first,
+    )
+    .expect("read")
+    .expect("whole");
     assert_eq!(
         initiator.read(&carols_answer).expect_err("refused"),
         HandshakeError::NotThePeer
@@ -134,23 +163,55 @@ fn a_first_message_is_accepted_once_and_only_while_fresh() {
     let mut guard = ReplayGuard::new();
     let mut responder = Responder::new(&bob(), true, [4; 32]).expect("responder");
     assert!(
-        responder
-            .read(NOW, &mut guard, &first)
+        respond(&mut responder, NOW, &mut guard, &first)
             .expect("first")
             .is_some()
     );
     let mut again = Responder::new(&bob(), true, [5; 32]).expect("responder");
     assert_eq!(
-        again
-            .read(NOW + 1000, &mut guard, &first)
-            .expect_err("refused"),
+        respond(&mut again, NOW + 1000, &mut guard, &first).expect_err("refused"),
         HandshakeError::Replayed
     );
     let mut late = Responder::new(&bob(), true, [6; 32]).expect("responder");
     assert_eq!(
-        late.read(NOW + 31_000, &mut ReplayGuard::new(), &first)
-            .expect_err("refused"),
+        respond(&mut late, NOW + 31_000, &mut ReplayGuard::new(), &first).expect_err("refused"),
         HandshakeError::Stale
+    );
+}
+
+#[test]
+fn a_first_message_seen_elsewhere_cannot_be_confirmed() {
+    // Eve saw Alice's first message and plays it to Bob on her own
+    // connection, before Alice's arrives: Bob answers, but only the holder
+    // of Alice's ephemeral key can confirm.
+    let (_, first) = Initiator::start(&alice(), &bob().id(), hello(false), [3; 32]).expect("start");
+    let mut responder = Responder::new(&bob(), false, [4; 32]).expect("responder");
+    let reply = respond(&mut responder, NOW, &mut ReplayGuard::new(), &first).expect("answered");
+    assert!(reply.is_some());
+    let (mut eves, _) = Initiator::start(
+        &Identity::from_secret([9; 32]),
+        &bob().id(),
+        hello(false),
+        [8; 32],
+    )
+    .expect("eve");
+    assert!(
+        eves.read(&reply.expect("reply")).is_err(),
+        "Eve cannot read Bob's answer"
+    );
+    let forged = [
+        0u8, 16, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+    ];
+    assert_eq!(
+        responder.confirm(&forged).expect_err("refused"),
+        HandshakeError::Unconfirmed
+    );
+    let mut longer = Responder::new(&bob(), false, [4; 32]).expect("responder");
+    respond(&mut longer, NOW, &mut ReplayGuard::new(), &first).expect("answered");
+    assert_eq!(
+        longer.confirm(b"\x00\x05hello").expect_err("refused"),
+        HandshakeError::Unconfirmed,
+        "anything but one empty record"
     );
 }
 
@@ -162,7 +223,7 @@ fn garbage_after_the_magic_and_truncation_fail_cleanly() {
         let mut responder = Responder::new(&bob(), true, [4; 32]).expect("responder");
         assert!(
             matches!(
-                responder.read(NOW, &mut ReplayGuard::new(), &first[..cut]),
+                respond(&mut responder, NOW, &mut ReplayGuard::new(), &first[..cut]),
                 Ok(None)
             ),
             "a truncated first message waits for more ({cut} bytes)"
@@ -173,24 +234,20 @@ fn garbage_after_the_magic_and_truncation_fail_cleanly() {
     flipped[last] ^= 1;
     let mut responder = Responder::new(&bob(), true, [4; 32]).expect("responder");
     assert_eq!(
-        responder
-            .read(NOW, &mut ReplayGuard::new(), &flipped)
-            .expect_err("refused"),
+        respond(&mut responder, NOW, &mut ReplayGuard::new(), &flipped).expect_err("refused"),
         HandshakeError::NotForUs
     );
     let mut huge = first[..8].to_vec();
     huge.extend_from_slice(&[0xff, 0xff]);
     let mut responder = Responder::new(&bob(), true, [4; 32]).expect("responder");
     assert_eq!(
-        responder
-            .read(NOW, &mut ReplayGuard::new(), &huge)
-            .expect_err("refused"),
+        respond(&mut responder, NOW, &mut ReplayGuard::new(), &huge).expect_err("refused"),
         HandshakeError::Malformed
     );
 }
 
 fn record_keys() -> ((Sealer, Opener), (Sealer, Opener)) {
-    let ((session, _), accepted) =
+    let (Finished { session, .. }, accepted) =
         handshake(hello(true), false, usize::MAX, &mut ReplayGuard::new()).expect("handshake");
     (
         session.into_keys().expect("encrypted"),
@@ -259,7 +316,7 @@ fn altered_repeated_or_reordered_records_fail() {
 
 #[test]
 fn a_peer_id_is_what_the_address_names() {
-    let ((session, _), _) =
+    let (Finished { session, .. }, _) =
         handshake(hello(false), false, usize::MAX, &mut ReplayGuard::new()).expect("handshake");
     assert_eq!(session.peer, NodeId(bob().id().0));
 }
@@ -284,7 +341,7 @@ proptest::proptest! {
     #[test]
     fn any_bytes_to_either_side_fail_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
         let mut responder = Responder::new(&bob(), true, [4; 32]).expect("responder");
-        let _ = responder.read(NOW, &mut ReplayGuard::new(), &bytes);
+        let _ = respond(&mut responder, NOW, &mut ReplayGuard::new(), &bytes);
         let (mut initiator, _) = Initiator::start(&alice(), &bob().id(), hello(true), [3; 32]).expect("start");
         let _ = initiator.read(&bytes);
         let ((_, _), (_, mut open)) = record_keys();

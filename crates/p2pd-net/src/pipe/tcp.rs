@@ -89,6 +89,9 @@ pub(super) struct TcpWriter {
     sealer: Option<Sealer>,
     /// The records of the message being sent; kept between sends.
     sealed: Vec<u8>,
+    /// A send was cancelled half-way through a record: the peer cannot
+    /// open anything after it, so an encrypted connection takes no more.
+    broken: bool,
 }
 
 /// A sealed buffer larger than this is freed after its send, so one large
@@ -107,7 +110,11 @@ impl TcpWriter {
             half,
             sealer,
             sealed,
+            broken,
         } = self;
+        if *broken && sealer.is_some() {
+            return Err(PipeError::Closed);
+        }
         let bytes: &[u8] = match sealer {
             None => data,
             Some(sealer) => {
@@ -126,11 +133,15 @@ impl TcpWriter {
             // A peer that stops reading must not keep `close` waiting for
             // this write. Biased: the write is polled first, so the
             // cancellation costs nothing while the write makes progress.
+            // Until the write completes, the stream ends inside this
+            // message: a cancelled send leaves it that way.
+            *broken = true;
             tokio::select! {
                 biased;
                 rest = tokio::io::AsyncWriteExt::write_all(half, &bytes[written..]) => rest?,
                 () = closed.cancelled() => return Err(PipeError::Closed),
             }
+            *broken = false;
         }
         if sealed.capacity() > KEEP_SEALED {
             *sealed = Vec::new();
@@ -181,6 +192,7 @@ fn stream_pipe(
         half: writer,
         sealer,
         sealed: Vec::new(),
+        broken: false,
     };
     let pipe = Pipe::new(
         super::Protocol::Tcp,

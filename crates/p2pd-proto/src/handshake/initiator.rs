@@ -2,7 +2,9 @@
 
 use snow::HandshakeState;
 
-use super::{HandshakeError, Hello, MAGIC, MAX_MESSAGE, Reply, Session, frame, keys, put_frame};
+use super::{
+    HandshakeError, Hello, MAGIC, MAX_MESSAGE, Reply, Session, frame, keys, put_frame, record,
+};
 use crate::addr::NodeId;
 use crate::signal::Identity;
 
@@ -21,6 +23,18 @@ impl std::fmt::Debug for Initiator {
             .field("hello", &self.hello)
             .finish_non_exhaustive()
     }
+}
+
+/// A handshake the answer has proven.
+#[derive(Debug)]
+pub struct Finished {
+    /// The session: the peer's node ID and the record keys.
+    pub session: Session,
+    /// The key confirmation to send before anything else: the responder
+    /// hands the connection on only once it has opened it.
+    pub confirm: Vec<u8>,
+    /// Bytes that followed the answer.
+    pub leftover: Vec<u8>,
 }
 
 impl Initiator {
@@ -47,9 +61,9 @@ impl Initiator {
         Ok((initiator, out))
     }
 
-    /// Feeds bytes from the other end. Once its answer is whole: the
-    /// session, and the bytes that followed the answer (the application's).
-    pub fn read(&mut self, bytes: &[u8]) -> Result<Option<(Session, Vec<u8>)>, HandshakeError> {
+    /// Feeds bytes from the other end. Once its answer is whole and proves
+    /// the peer's key: the session and the confirmation to send.
+    pub fn read(&mut self, bytes: &[u8]) -> Result<Option<Finished>, HandshakeError> {
         self.buf.extend_from_slice(bytes);
         let Some((msg, used)) = frame(&self.buf).map_err(|_| HandshakeError::NotThePeer)? else {
             return Ok(None);
@@ -60,13 +74,18 @@ impl Initiator {
             .read_message(msg, &mut payload)
             .map_err(|_| HandshakeError::NotThePeer)?;
         let reply = Reply::decode(&payload[..n])?;
-        let transport = if self.hello.encrypt || reply.encrypt {
-            Some(state.into_stateless_transport_mode()?)
-        } else {
-            None
-        };
+        let (mut sealer, opener) = record::keys(state.into_stateless_transport_mode()?);
+        let mut confirm = Vec::new();
+        sealer
+            .seal_record(&[], &mut confirm)
+            .map_err(|_| HandshakeError::Malformed)?;
         let leftover = self.buf[used..].to_vec();
         self.buf = Vec::new();
-        Ok(Some((Session::new(self.peer, transport), leftover)))
+        let encrypted = self.hello.encrypt || reply.encrypt;
+        Ok(Some(Finished {
+            session: Session::new(self.peer, encrypted, (sealer, opener)),
+            confirm,
+            leftover,
+        }))
     }
 }

@@ -10,17 +10,21 @@
 //!   MAGIC, len, [e, es, s, ss, Hello]   ─────▶   proves the initiator's key
 //!                                                (and its freshness)
 //!   proves the responder's key   ◀─────  len, [e, ee, se, Reply]
+//!   confirmation (an empty record) ─────▶   proves the initiator is live
 //!   then records (encrypted) or raw bytes (plain), both ways
 //! ```
 //!
-//! One round trip on top of TCP's. The initiator knows whom it wants (the
+//! One round trip on top of TCP's for the initiator, which sends the
+//! confirmation and its data at once; the responder waits half a round trip
+//! more before it trusts the connection. The initiator knows whom it wants (the
 //! node ID of the address it dialled, or of the node that asked it to dial
 //! back); a responder that does not hold that key cannot read the first
 //! message nor write the second, so the initiator finds out at once that
 //! this is "not the peer". The responder learns the initiator's key from the
 //! first message; a [`ReplayGuard`] refuses a first message seen before or
-//! sent outside a ±30 s window, so a recorded one cannot be played again to
-//! open a plain connection in someone else's name.
+//! sent outside a ±30 s window, and the key confirmation, which only the
+//! holder of the first message's ephemeral key can make, keeps someone who
+//! saw a first message from answering it on a connection of their own.
 //!
 //! The connection is encrypted when either side's [`Hello`]/[`Reply`] asks
 //! for it; then each direction is a series of [`record`]s. Without it the
@@ -39,9 +43,9 @@ mod responder;
 
 pub use greeting::{Greeting, LEGACY_PREFIX, classify};
 pub use hello::{Hello, Reply};
-pub use initiator::Initiator;
+pub use initiator::{Finished, Initiator};
 pub use replay::ReplayGuard;
-pub use responder::{Accepted, Responder};
+pub use responder::{Accepted, Heard, Responder};
 
 use crate::addr::NodeId;
 use record::{Opener, Sealer};
@@ -91,6 +95,10 @@ pub enum HandshakeError {
     /// Too many handshakes within one window to remember them all.
     #[error("too many handshakes at once")]
     Overloaded,
+    /// The initiator did not confirm the keys: its first message may be a
+    /// replay of one seen elsewhere.
+    #[error("the initiator did not confirm the handshake keys")]
+    Unconfirmed,
     /// The Noise library refused its input (a bug or a bad key).
     #[error("noise: {0}")]
     Noise(String),
@@ -122,11 +130,11 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    fn new(peer: NodeId, transport: Option<snow::StatelessTransportState>) -> Self {
+    fn new(peer: NodeId, encrypted: bool, keys: (Sealer, Opener)) -> Self {
         Self {
             peer,
-            encrypted: transport.is_some(),
-            keys: transport.map(record::keys),
+            encrypted,
+            keys: encrypted.then_some(keys),
         }
     }
 

@@ -72,20 +72,28 @@ impl Sealer {
     /// Appends `plaintext` to `out` as records (none for empty plaintext).
     pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         for chunk in plaintext.chunks(MAX_PLAINTEXT) {
-            let nonce = self.nonce;
-            self.nonce = nonce.checked_add(1).ok_or(RecordError::Exhausted)?;
-            let len = chunk.len() + TAG;
-            let at = out.len();
-            out.extend_from_slice(
-                &u16::try_from(len)
-                    .map_err(|_| RecordError::Malformed)?
-                    .to_be_bytes(),
-            );
-            out.resize(at + 2 + len, 0);
-            self.state
-                .write_message(nonce, chunk, &mut out[at + 2..])
-                .map_err(|_| RecordError::Malformed)?;
+            self.seal_record(chunk, out)?;
         }
+        Ok(())
+    }
+
+    /// Appends one record of `chunk` (at most [`MAX_PLAINTEXT`], maybe
+    /// empty) to `out`.
+    pub(super) fn seal_record(
+        &mut self,
+        chunk: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
+        let nonce = self.nonce;
+        self.nonce = nonce.checked_add(1).ok_or(RecordError::Exhausted)?;
+        let len = chunk.len() + TAG;
+        let at = out.len();
+        let prefix = u16::try_from(len).map_err(|_| RecordError::Malformed)?;
+        out.extend_from_slice(&prefix.to_be_bytes());
+        out.resize(at + 2 + len, 0);
+        self.state
+            .write_message(nonce, chunk, &mut out[at + 2..])
+            .map_err(|_| RecordError::Malformed)?;
         Ok(())
     }
 
@@ -167,5 +175,10 @@ impl Opener {
     /// Bytes of a record not yet complete.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Records opened so far.
+    pub(super) fn opened(&self) -> u64 {
+        self.nonce
     }
 }

@@ -2,17 +2,39 @@
 
 use snow::HandshakeState;
 
+use super::record::{Opener, Sealer, TAG};
 use super::{
-    HandshakeError, Hello, MAGIC, MAX_MESSAGE, ReplayGuard, Reply, Session, frame, keys, put_frame,
+    HandshakeError, Hello, MAGIC, MAX_MESSAGE, Reply, Session, frame, keys, put_frame, record,
 };
 use crate::addr::NodeId;
 use crate::signal::Identity;
 
-/// A handshake that reached us, waiting for its first message.
+/// A handshake that reached us.
+///
+/// 1. [`Responder::read_first`] until the first message is whole: who
+///    claims to call, and the ephemeral key the caller admits with a
+///    [`ReplayGuard`](super::ReplayGuard);
+/// 2. [`Responder::answer`]: the bytes to send back;
+/// 3. [`Responder::confirm`] until the initiator's key confirmation (an
+///    empty record under the new keys) is whole: only then is the caller
+///    proven to be live on this connection, not replaying a first message
+///    it saw elsewhere.
 pub struct Responder {
-    state: Option<HandshakeState>,
     encrypt: bool,
+    stage: Stage,
     buf: Vec<u8>,
+}
+
+enum Stage {
+    First(HandshakeState),
+    Heard(HandshakeState, Hello),
+    Answered {
+        hello: Hello,
+        peer: NodeId,
+        sealer: Sealer,
+        opener: Opener,
+    },
+    Done,
 }
 
 impl std::fmt::Debug for Responder {
@@ -24,39 +46,43 @@ impl std::fmt::Debug for Responder {
     }
 }
 
-/// A first message that proved who sent it.
+/// A first message that opened with our key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    /// What the initiator asked for.
+    pub hello: Hello,
+    /// The node ID it proved to hold (pending its key confirmation).
+    pub peer: NodeId,
+    /// Its ephemeral key: what a replay guard remembers.
+    pub ephemeral: [u8; 32],
+}
+
+/// A confirmed handshake.
 #[derive(Debug)]
 pub struct Accepted {
     /// What the initiator asked for.
     pub hello: Hello,
     /// The session: the initiator's node ID and the record keys.
     pub session: Session,
-    /// The answer to send back.
-    pub reply: Vec<u8>,
-    /// Bytes that followed the first message.
+    /// Bytes that followed the confirmation: the application's (records on
+    /// an encrypted connection).
     pub leftover: Vec<u8>,
 }
 
 impl Responder {
-    /// Answers handshakes as `me`; `encrypt` is our wish. `seed` makes the
-    /// ephemeral key: random for every handshake.
+    /// Answers a handshake as `me`; `encrypt` is our wish. `seed` makes
+    /// the ephemeral key: random for every handshake.
     pub fn new(me: &Identity, encrypt: bool, seed: [u8; 32]) -> Result<Self, HandshakeError> {
         Ok(Self {
-            state: Some(keys::responder(me, seed)?),
             encrypt,
+            stage: Stage::First(keys::responder(me, seed)?),
             buf: Vec::new(),
         })
     }
 
-    /// Feeds bytes from the initiator (from the magic on), received at
-    /// `now_ms` (unix ms). Once the first message is whole and proven fresh
-    /// by `guard`: what it says and the answer to send.
-    pub fn read(
-        &mut self,
-        now_ms: u64,
-        guard: &mut ReplayGuard,
-        bytes: &[u8],
-    ) -> Result<Option<Accepted>, HandshakeError> {
+    /// Feeds bytes from the initiator, from the magic on. Once the first
+    /// message is whole and opens with our key: what it says.
+    pub fn read_first(&mut self, bytes: &[u8]) -> Result<Option<Heard>, HandshakeError> {
         self.buf.extend_from_slice(bytes);
         let n = self.buf.len().min(MAGIC.len());
         if self.buf[..n] != MAGIC[..n] {
@@ -72,18 +98,33 @@ impl Responder {
             .get(..32)
             .and_then(|e| e.try_into().ok())
             .ok_or(HandshakeError::Malformed)?;
-        let mut state = self.state.take().ok_or(HandshakeError::Malformed)?;
+        let Stage::First(mut state) = std::mem::replace(&mut self.stage, Stage::Done) else {
+            return Err(HandshakeError::Malformed);
+        };
         let mut payload = [0u8; MAX_MESSAGE];
         let n = state
             .read_message(msg, &mut payload)
             .map_err(|_| HandshakeError::NotForUs)?;
         let hello = Hello::decode(&payload[..n])?;
-        guard.admit(now_ms, hello.sent_ms, ephemeral)?;
         let peer = state
             .get_remote_static()
             .and_then(|key| <[u8; 32]>::try_from(key).ok())
             .map(NodeId)
             .ok_or(HandshakeError::Malformed)?;
+        self.buf.drain(..MAGIC.len() + used);
+        self.stage = Stage::Heard(state, hello);
+        Ok(Some(Heard {
+            hello,
+            peer,
+            ephemeral,
+        }))
+    }
+
+    /// The answer to a first message the caller has admitted as fresh.
+    pub fn answer(&mut self) -> Result<Vec<u8>, HandshakeError> {
+        let Stage::Heard(mut state, hello) = std::mem::replace(&mut self.stage, Stage::Done) else {
+            return Err(HandshakeError::Malformed);
+        };
         let mut answer = [0u8; MAX_MESSAGE];
         let m = state.write_message(
             &Reply {
@@ -94,17 +135,58 @@ impl Responder {
         )?;
         let mut reply = Vec::with_capacity(2 + m);
         put_frame(&mut reply, &answer[..m]);
-        let transport = if hello.encrypt || self.encrypt {
-            Some(state.into_stateless_transport_mode()?)
-        } else {
-            None
+        let peer = state
+            .get_remote_static()
+            .and_then(|key| <[u8; 32]>::try_from(key).ok())
+            .map(NodeId)
+            .ok_or(HandshakeError::Malformed)?;
+        let (sealer, opener) = record::keys(state.into_stateless_transport_mode()?);
+        self.stage = Stage::Answered {
+            hello,
+            peer,
+            sealer,
+            opener,
         };
-        let leftover = self.buf[MAGIC.len() + used..].to_vec();
+        Ok(reply)
+    }
+
+    /// Feeds bytes after the answer (the first call may pass none: bytes
+    /// that came with the first message are kept). Once the initiator's
+    /// key confirmation is whole and opens: the accepted connection.
+    pub fn confirm(&mut self, bytes: &[u8]) -> Result<Option<Accepted>, HandshakeError> {
+        self.buf.extend_from_slice(bytes);
+        let Some(head) = self.buf.get(..2) else {
+            return Ok(None);
+        };
+        let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
+        if len != TAG {
+            return Err(HandshakeError::Unconfirmed);
+        }
+        if self.buf.len() < 2 + len {
+            return Ok(None);
+        }
+        let Stage::Answered {
+            hello,
+            peer,
+            sealer,
+            mut opener,
+        } = std::mem::replace(&mut self.stage, Stage::Done)
+        else {
+            return Err(HandshakeError::Malformed);
+        };
+        let mut plain = Vec::new();
+        opener
+            .open(&self.buf[..2 + len], &mut plain)
+            .map_err(|_| HandshakeError::Unconfirmed)?;
+        if opener.opened() != 1 || !plain.is_empty() {
+            return Err(HandshakeError::Unconfirmed);
+        }
+        let leftover = self.buf.split_off(2 + len);
         self.buf = Vec::new();
+        let encrypted = hello.encrypt || self.encrypt;
         Ok(Some(Accepted {
             hello,
-            session: Session::new(peer, transport),
-            reply,
+            session: Session::new(peer, encrypted, (sealer, opener)),
             leftover,
         }))
     }
