@@ -71,6 +71,15 @@ impl Identity {
         self.secret.to_bytes()
     }
 
+    /// Whether a key agreement with `peer` gives a secret only the two
+    /// could know: `false` for a low-order key (such as all zeros), with
+    /// which anyone can compute the result.
+    pub fn agrees_with(&self, peer: &NodeId) -> bool {
+        self.secret
+            .diffie_hellman(&PublicKey::from(peer.0))
+            .was_contributory()
+    }
+
     fn key_with(
         &self,
         peer: &NodeId,

@@ -141,6 +141,17 @@ fn a_node_without_the_key_cannot_answer() {
 }
 
 #[test]
+fn a_low_order_node_id_is_refused_on_both_sides() {
+    let zero = NodeId([0; 32]);
+    assert_eq!(
+        Initiator::start(&alice(), &zero, hello(true), [3; 32]).expect_err("refused"),
+        HandshakeError::WeakKey
+    );
+    assert!(alice().agrees_with(&bob().id()));
+    assert!(!alice().agrees_with(&zero));
+}
+
+#[test]
 fn anything_but_an_answer_is_not_the_peer() {
     for answer in [
         &b"\x00\x05hello"[..],

@@ -238,6 +238,19 @@ pub(super) fn wrap_listener(listener: TcpListener, config: &PipeConfig) -> Resul
     Ok(pipe)
 }
 
+/// A connection being greeted, counted toward its server's clients until
+/// it is adopted or dropped, also when its greeting is aborted.
+struct GreetingSlot(Weak<Inner>);
+
+impl Drop for GreetingSlot {
+    fn drop(&mut self) {
+        if let Some(server) = self.0.upgrade() {
+            let mut state = server.state();
+            state.greeting = state.greeting.saturating_sub(1);
+        }
+    }
+}
+
 /// Makes an accepted connection one of `server`'s pipes.
 fn adopt(server: &Pipe, stream: TcpStream, from: SocketAddr, layer: Layer) {
     let (client, reader) =
@@ -424,13 +437,13 @@ async fn accept_loop(weak: Weak<Inner>, listener: TcpListener) {
             continue;
         };
         // Greeted on a task of its own: a slow client holds up no other.
-        let weak = server.weak();
+        let slot = GreetingSlot(server.weak());
         let greeting = tokio::spawn(async move {
             let greeted = greeter(stream).await;
-            let Some(server) = Pipe::upgrade(&weak) else {
+            let Some(server) = Pipe::upgrade(&slot.0) else {
                 return;
             };
-            server.inner.state().greeting -= 1;
+            drop(slot);
             if let Some((stream, layer)) = greeted {
                 adopt(&server, stream, from, layer);
             }

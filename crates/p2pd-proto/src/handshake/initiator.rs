@@ -47,6 +47,9 @@ impl Initiator {
         hello: Hello,
         seed: [u8; 32],
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        if !me.agrees_with(peer) {
+            return Err(HandshakeError::WeakKey);
+        }
         let mut state = keys::initiator(me, peer, seed)?;
         let mut msg = [0u8; MAX_MESSAGE];
         let n = state.write_message(&hello.encode(), &mut msg)?;

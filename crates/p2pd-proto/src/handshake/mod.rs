@@ -86,6 +86,9 @@ pub enum HandshakeError {
     /// another node (or forged).
     #[error("the handshake was meant for another node")]
     NotForUs,
+    /// The node ID is a low-order key: anyone could answer or call as it.
+    #[error("a node ID that is no usable key (low order)")]
+    WeakKey,
     /// The first message was sent outside the acceptance window.
     #[error("the handshake is stale or from the future (clocks more than 30 s apart?)")]
     Stale,

@@ -20,6 +20,7 @@ use crate::signal::Identity;
 ///    proven to be live on this connection, not replaying a first message
 ///    it saw elsewhere.
 pub struct Responder {
+    me: Identity,
     encrypt: bool,
     stage: Stage,
     buf: Vec<u8>,
@@ -74,6 +75,7 @@ impl Responder {
     /// the ephemeral key: random for every handshake.
     pub fn new(me: &Identity, encrypt: bool, seed: [u8; 32]) -> Result<Self, HandshakeError> {
         Ok(Self {
+            me: me.clone(),
             encrypt,
             stage: Stage::First(keys::responder(me, seed)?),
             buf: Vec::new(),
@@ -111,6 +113,9 @@ impl Responder {
             .and_then(|key| <[u8; 32]>::try_from(key).ok())
             .map(NodeId)
             .ok_or(HandshakeError::Malformed)?;
+        if !self.me.agrees_with(&peer) {
+            return Err(HandshakeError::WeakKey);
+        }
         self.buf.drain(..MAGIC.len() + used);
         self.stage = Stage::Heard(state, hello);
         Ok(Some(Heard {
