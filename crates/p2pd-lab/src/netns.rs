@@ -14,17 +14,21 @@ use crate::exec::{self, Output, SHORT};
 /// Prefix of every namespace and temporary interface the lab makes.
 pub const PREFIX: &str = "p2l";
 
+/// Ends the pid in a name: no base-36 digit, so a pid whose digits hold an
+/// `x` (as `x` once separated them) is read whole.
+const SEPARATOR: char = '_';
+
 /// The longest Linux interface name.
 const IFNAMSIZ: usize = 15;
 
-/// A name for a namespace or interface: `p2l<pid>x<random>` in base 36,
+/// A name for a namespace or interface: `p2l<pid>_<random>` in base 36,
 /// filling the 15 bytes of a Linux interface name. The pid keeps processes
 /// apart (and lets [`clean_stale`] find labs whose process died); within
 /// one process, the random part (at least six base-36 digits, two billion
 /// values) makes a clash between the few dozen names alive at once
 /// negligible, without a counter shared between tests.
 pub fn unique_name() -> String {
-    let head = format!("{PREFIX}{}x", base36(u64::from(std::process::id())));
+    let head = format!("{PREFIX}{}{SEPARATOR}", base36(u64::from(std::process::id())));
     let digits = u32::try_from(IFNAMSIZ.saturating_sub(head.len())).unwrap_or(0);
     let space = 36u64.saturating_pow(digits);
     format!("{head}{}", base36(rand::random::<u64>() % space.max(1)))
@@ -33,7 +37,7 @@ pub fn unique_name() -> String {
 /// The process id encoded in a lab name, to find labs whose process died.
 pub fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(PREFIX)?;
-    let (pid, _) = rest.split_once('x')?;
+    let (pid, _) = rest.split_once(SEPARATOR)?;
     u32::from_str_radix(pid, 36).ok()
 }
 
@@ -256,7 +260,9 @@ mod tests {
         let name = unique_name();
         assert!(name.len() <= 15, "{name}");
         assert_eq!(owner_pid(&name), Some(std::process::id()));
-        assert_eq!(owner_pid("p2lzzzzzzx0"), Some(2_176_782_335));
+        assert_eq!(owner_pid("p2lzzzzzz_0"), Some(2_176_782_335));
+        // A pid whose digits hold an `x` is read whole.
+        assert_eq!(owner_pid("p2l1x_x9"), Some(36 + 33));
         assert_eq!(owner_pid("other"), None);
         assert_ne!(unique_name(), unique_name());
     }

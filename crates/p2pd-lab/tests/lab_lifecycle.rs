@@ -250,7 +250,7 @@ fn labs_of_dead_processes_are_cleaned() {
     let dead = (4_000_000u32..4_194_304)
         .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
         .expect("a free pid");
-    let name = format!("{}{}x0-stale", netns::PREFIX, radix36(dead));
+    let name = format!("{}{}_0-stale", netns::PREFIX, radix36(dead));
     p2pd_lab::run("ip", &["netns", "add", &name], TOOL_LIMIT).expect("add");
     let mine = Netns::new().expect("a live lab's namespace");
 
