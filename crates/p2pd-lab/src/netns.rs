@@ -28,7 +28,10 @@ const IFNAMSIZ: usize = 15;
 /// values) makes a clash between the few dozen names alive at once
 /// negligible, without a counter shared between tests.
 pub fn unique_name() -> String {
-    let head = format!("{PREFIX}{}{SEPARATOR}", base36(u64::from(std::process::id())));
+    let head = format!(
+        "{PREFIX}{}{SEPARATOR}",
+        base36(u64::from(std::process::id()))
+    );
     let digits = u32::try_from(IFNAMSIZ.saturating_sub(head.len())).unwrap_or(0);
     let space = 36u64.saturating_pow(digits);
     format!("{head}{}", base36(rand::random::<u64>() % space.max(1)))
