@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use p2pd_proto::addr::NodeId;
 use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::handshake::{
-    Greeting, HandshakeError, Hello, Initiator, ReplayGuard, Responder, classify,
+    Greeting, HandshakeError, Hello, Initiator, ReplayGuard, Responder, Session, classify,
 };
 use p2pd_proto::signal::Identity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,16 +113,7 @@ pub async fn initiate(
                 // The confirmation goes out before anything else: the
                 // responder trusts the connection once it has opened it.
                 stream.write_all(&finished.confirm).await?;
-                let session = finished.session;
-                return Ok(Layer {
-                    leftover: finished.leftover,
-                    peer: Some(Authenticated {
-                        id: session.peer,
-                        encrypted: session.encrypted,
-                        token: None,
-                    }),
-                    keys: session.into_keys(),
-                });
+                return Ok(layer(finished.session, finished.leftover, None));
             }
         }
     };
@@ -253,22 +244,27 @@ impl Acceptor {
         buf.clear();
         loop {
             if let Some(accepted) = responder.confirm(&buf)? {
-                let session = accepted.session;
-                return Ok(Layer {
-                    leftover: accepted.leftover,
-                    peer: Some(Authenticated {
-                        id: session.peer,
-                        encrypted: session.encrypted,
-                        token: accepted.hello.token,
-                    }),
-                    keys: session.into_keys(),
-                });
+                let token = accepted.hello.token;
+                return Ok(layer(accepted.session, accepted.leftover, token));
             }
             buf.clear();
             if !read_some(stream, &mut buf).await? {
                 return Err(HandshakeFailed::Ended);
             }
         }
+    }
+}
+
+/// What a finished handshake leaves for the connection's pipe.
+fn layer(session: Session, leftover: Vec<u8>, token: Option<ReverseToken>) -> Layer {
+    Layer {
+        leftover,
+        peer: Some(Authenticated {
+            id: session.peer,
+            encrypted: session.encrypted,
+            token,
+        }),
+        keys: session.into_keys(),
     }
 }
 

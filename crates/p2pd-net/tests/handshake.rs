@@ -65,6 +65,18 @@ async fn alice_dials_bob(dest: SocketAddr, asking: Asking) -> Result<Pipe, Hands
     .await
 }
 
+/// A Hello sent now.
+fn hello_now(encrypt: bool, token: Option<ReverseToken>) -> Hello {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    Hello {
+        encrypt,
+        sent_ms: u64::try_from(now.as_millis()).expect("ms fit"),
+        token,
+    }
+}
+
 async fn next(rx: &mut mpsc::UnboundedReceiver<Pipe>) -> Pipe {
     tokio::time::timeout(LIMIT, rx.recv())
         .await
@@ -224,14 +236,7 @@ async fn a_handshake_sent_one_byte_at_a_time_succeeds_and_a_forged_record_ends_i
         .await
         .expect("connect");
     sock.set_nodelay(true).expect("nodelay");
-    let hello = Hello {
-        encrypt: true,
-        sent_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64,
-        token: Some(ReverseToken::from_random(42)),
-    };
+    let hello = hello_now(true, Some(ReverseToken::from_random(42)));
     let (mut initiator, first) =
         Initiator::start(&alice(), &bob().id(), hello, [5; 32]).expect("start");
     for byte in &first {
@@ -288,14 +293,7 @@ async fn a_handshake_sent_one_byte_at_a_time_succeeds_and_a_forged_record_ends_i
 #[tokio::test]
 async fn a_first_message_played_by_an_eavesdropper_opens_nothing() {
     let (server, mut adopted) = server(bob(), false).await;
-    let hello = Hello {
-        encrypt: false,
-        sent_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64,
-        token: Some(ReverseToken::from_random(7)),
-    };
+    let hello = hello_now(false, Some(ReverseToken::from_random(7)));
     let (_, first) = Initiator::start(&alice(), &bob().id(), hello, [7; 32]).expect("start");
     let mut eve = TcpStream::connect(server.local_addr())
         .await
@@ -319,14 +317,7 @@ async fn a_first_message_played_by_an_eavesdropper_opens_nothing() {
 #[tokio::test]
 async fn a_replayed_first_message_is_dropped() {
     let (server, mut adopted) = server(bob(), false).await;
-    let hello = Hello {
-        encrypt: false,
-        sent_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64,
-        token: None,
-    };
+    let hello = hello_now(false, None);
     let (mut initiator, first) =
         Initiator::start(&alice(), &bob().id(), hello, [6; 32]).expect("start");
     let mut genuine = TcpStream::connect(server.local_addr())
