@@ -23,8 +23,11 @@ pub type Greeter = Arc<
         + Sync,
 >;
 
-/// Who the other end of a connection proved to be in the handshake.
+/// Who the other end of a connection proved to be in the handshake. Only
+/// this crate's handshake makes one (`non_exhaustive`), so code outside
+/// cannot write a proof it did not get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Authenticated {
     /// Its node ID.
     pub id: NodeId,
