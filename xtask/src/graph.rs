@@ -141,15 +141,13 @@ impl ModuleGraph {
                     continue;
                 }
                 if next == start {
-                    let mut path = vec![start.clone(), node.clone()];
-                    let mut at = node;
-                    while let Some(prev) = came_from.get(&at) {
+                    // Back from `node` to the start, then round again.
+                    let mut path = vec![node.clone()];
+                    while let Some(prev) = came_from.get(path.last()?) {
                         path.push(prev.clone());
-                        at = prev.clone();
                     }
                     path.reverse();
-                    path.insert(0, start.clone());
-                    path.dedup();
+                    path.push(start.clone());
                     return Some(path);
                 }
                 if !came_from.contains_key(next) && next != start {

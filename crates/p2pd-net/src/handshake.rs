@@ -103,19 +103,11 @@ pub async fn initiate(
     let run = async {
         let (mut initiator, first) = Initiator::start(me, peer, hello, rand::random())?;
         stream.write_all(&first).await?;
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Err(HandshakeFailed::Ended);
-            }
-            if let Some(finished) = initiator.read(&buf[..n])? {
-                // The confirmation goes out before anything else: the
-                // responder trusts the connection once it has opened it.
-                stream.write_all(&finished.confirm).await?;
-                return Ok(layer(finished.session, finished.leftover, None));
-            }
-        }
+        let finished = read_until(stream, Vec::new(), |bytes| initiator.read(bytes)).await?;
+        // The confirmation goes out before anything else: the responder
+        // trusts the connection once it has opened it.
+        stream.write_all(&finished.confirm).await?;
+        Ok(layer(finished.session, finished.leftover, None))
     };
     tokio::time::timeout(asking.limit, run)
         .await
@@ -221,18 +213,10 @@ impl Acceptor {
         &self,
         stream: &mut TcpStream,
         from: Option<SocketAddr>,
-        mut buf: Vec<u8>,
+        first: Vec<u8>,
     ) -> Result<Layer, HandshakeFailed> {
         let mut responder = Responder::new(&self.identity, self.encrypt, rand::random())?;
-        let heard = loop {
-            if let Some(heard) = responder.read_first(&buf)? {
-                break heard;
-            }
-            buf.clear();
-            if !read_some(stream, &mut buf).await? {
-                return Err(HandshakeFailed::Ended);
-            }
-        };
+        let heard = read_until(stream, first, |bytes| responder.read_first(bytes)).await?;
         // Only the bookkeeping under the lock; the key agreements ran
         // before and run after it, so handshakes do not wait on each other.
         let source = from.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |f| f.ip());
@@ -241,17 +225,9 @@ impl Acceptor {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .admit(unix_ms(), source, heard.hello.sent_ms, heard.ephemeral)?;
         stream.write_all(&responder.answer()?).await?;
-        buf.clear();
-        loop {
-            if let Some(accepted) = responder.confirm(&buf)? {
-                let token = accepted.hello.token;
-                return Ok(layer(accepted.session, accepted.leftover, token));
-            }
-            buf.clear();
-            if !read_some(stream, &mut buf).await? {
-                return Err(HandshakeFailed::Ended);
-            }
-        }
+        let accepted = read_until(stream, Vec::new(), |bytes| responder.confirm(bytes)).await?;
+        let token = accepted.hello.token;
+        Ok(layer(accepted.session, accepted.leftover, token))
     }
 }
 
@@ -261,10 +237,29 @@ fn layer(session: Session, leftover: Vec<u8>, token: Option<ReverseToken>) -> La
         leftover,
         peer: Some(Authenticated {
             id: session.peer,
-            encrypted: session.encrypted,
+            encrypted: session.encrypted(),
             token,
         }),
         keys: session.into_keys(),
+    }
+}
+
+/// Feeds `first`, then what each read returns, to the handshake step
+/// `step` until it gives its result.
+async fn read_until<T>(
+    stream: &mut TcpStream,
+    first: Vec<u8>,
+    mut step: impl FnMut(&[u8]) -> Result<Option<T>, HandshakeError>,
+) -> Result<T, HandshakeFailed> {
+    let mut buf = first;
+    loop {
+        if let Some(done) = step(&buf)? {
+            return Ok(done);
+        }
+        buf.clear();
+        if !read_some(stream, &mut buf).await? {
+            return Err(HandshakeFailed::Ended);
+        }
     }
 }
 

@@ -77,6 +77,16 @@ fn hello_now(encrypt: bool, token: Option<ReverseToken>) -> Hello {
     }
 }
 
+/// The next `n` bytes the server sends back, within the limit.
+async fn read_back(sock: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut back = vec![0u8; n];
+    tokio::time::timeout(LIMIT, sock.read_exact(&mut back))
+        .await
+        .expect("echoed")
+        .expect("read");
+    back
+}
+
 async fn next(rx: &mut mpsc::UnboundedReceiver<Pipe>) -> Pipe {
     tokio::time::timeout(LIMIT, rx.recv())
         .await
@@ -189,12 +199,8 @@ async fn a_plain_client_is_anonymous_and_keeps_its_first_bytes() {
     sock.write_all(b"ECHO hi").await.expect("write");
     let conn = next(&mut adopted).await;
     assert_eq!(conn.authenticated(), None);
-    let mut back = [0u8; 7];
-    tokio::time::timeout(LIMIT, sock.read_exact(&mut back))
-        .await
-        .expect("echoed")
-        .expect("read");
-    assert_eq!(&back, b"ECHO hi");
+    let back = read_back(&mut sock, 7).await;
+    assert_eq!(back, b"ECHO hi");
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,12 +226,8 @@ async fn an_original_nodes_first_line_is_consumed() {
         .expect("write");
     let conn = next(&mut adopted).await;
     assert_eq!(conn.authenticated(), None);
-    let mut back = [0u8; 7];
-    tokio::time::timeout(LIMIT, sock.read_exact(&mut back))
-        .await
-        .expect("echoed")
-        .expect("read");
-    assert_eq!(&back, b"ECHO hi", "the line is not echoed, the rest is");
+    let back = read_back(&mut sock, 7).await;
+    assert_eq!(back, b"ECHO hi", "the line is not echoed, the rest is");
 }
 
 /// A handshake by hand, one byte per write, then the stream's records.

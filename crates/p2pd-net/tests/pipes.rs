@@ -50,6 +50,15 @@ async fn signals(rx: &mut mpsc::UnboundedReceiver<()>, n: usize, what: &str) {
     .unwrap_or_else(|_| panic!("{what}"));
 }
 
+/// A UDP server whose queue takes every message.
+async fn subscribed_udp_server() -> Pipe {
+    let server = Pipe::listen(Protocol::Udp, V4, &config())
+        .await
+        .expect("listen");
+    server.subscribe(&SubKey::all()).expect("subscribe");
+    server
+}
+
 async fn has_ipv6() -> bool {
     tokio::net::UdpSocket::bind(V6).await.is_ok()
 }
@@ -117,10 +126,7 @@ async fn every_matching_subscription_gets_its_own_copy() {
 
 #[tokio::test]
 async fn recv_reports_timeouts_and_unknown_subscriptions() {
-    let server = Pipe::listen(Protocol::Udp, V4, &config())
-        .await
-        .expect("listen");
-    server.subscribe(&SubKey::all()).expect("subscribe");
+    let server = subscribed_udp_server().await;
     let started = tokio::time::Instant::now();
     assert_eq!(
         server
@@ -145,10 +151,7 @@ async fn recv_reports_timeouts_and_unknown_subscriptions() {
 /// and returns a message that comes before the timeout at once.
 #[tokio::test(start_paused = true)]
 async fn recv_timeouts_run_on_virtual_time() {
-    let server = Pipe::listen(Protocol::Udp, V4, &config())
-        .await
-        .expect("listen");
-    server.subscribe(&SubKey::all()).expect("subscribe");
+    let server = subscribed_udp_server().await;
     let started = tokio::time::Instant::now();
     assert_eq!(
         server
@@ -303,10 +306,7 @@ async fn udp_duplicates_are_dropped_when_asked() {
 
 #[tokio::test]
 async fn udp_keeps_duplicates_by_default() {
-    let server = Pipe::listen(Protocol::Udp, V4, &config())
-        .await
-        .expect("listen");
-    server.subscribe(&SubKey::all()).expect("subscribe");
+    let server = subscribed_udp_server().await;
     let client = Pipe::connect(Protocol::Udp, server.local_addr(), None, &config())
         .await
         .expect("client");
@@ -389,10 +389,7 @@ async fn tcp_pipe_is_a_byte_stream() {
 
 #[tokio::test]
 async fn callbacks_can_be_removed() {
-    let server = Pipe::listen(Protocol::Udp, V4, &config())
-        .await
-        .expect("listen");
-    server.subscribe(&SubKey::all()).expect("subscribe");
+    let server = subscribed_udp_server().await;
     let count = Arc::new(AtomicUsize::new(0));
     let c = count.clone();
     let id = server.add_msg_cb(move |_, _| {
@@ -741,10 +738,7 @@ async fn closing_a_server_ends_every_connection_and_frees_their_ports() {
 
 #[tokio::test]
 async fn unsubscribing_wakes_a_waiting_receiver() {
-    let server = Pipe::listen(Protocol::Udp, V4, &config())
-        .await
-        .expect("listen");
-    server.subscribe(&SubKey::all()).expect("subscribe");
+    let server = subscribed_udp_server().await;
     let all = SubKey::all();
     let mut waiting = Box::pin(server.recv(&all, None));
     assert!(

@@ -85,8 +85,8 @@ fn both_sides_learn_each_other_and_encrypt_when_either_asks() {
         ) = handshake(hello(mine), theirs, usize::MAX, &mut ReplayGuard::new()).expect("handshake");
         assert_eq!(session.peer, bob().id());
         assert_eq!(accepted.session.peer, alice().id());
-        assert_eq!(session.encrypted, mine || theirs);
-        assert_eq!(accepted.session.encrypted, mine || theirs);
+        assert_eq!(session.encrypted(), mine || theirs);
+        assert_eq!(accepted.session.encrypted(), mine || theirs);
         assert!(leftover.is_empty() && accepted.leftover.is_empty());
     }
 }

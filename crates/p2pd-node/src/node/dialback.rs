@@ -115,12 +115,13 @@ impl DialBack {
         };
         let mut config = PipeConfig::default();
         config.connect_timeout(self.budget);
+        // Served from its first message on: the asker may send at once.
+        let hooks = self.hooks.clone();
+        let serve: Setup = Arc::new(move |pipe: &Pipe| inbound::serve_all(pipe, hooks.clone()));
         let mut dials = JoinSet::new();
         for dst in candidates_for(&self.ours, &self.nets, &self.asker) {
             let (me, asker, config) = (self.me.clone(), self.asker.node_id, config.clone());
-            let hooks = self.hooks.clone();
-            // Served from its first message on: the asker may send at once.
-            let serve: Setup = Arc::new(move |pipe: &Pipe| inbound::serve_all(pipe, hooks.clone()));
+            let serve = serve.clone();
             dials.spawn(async move {
                 handshake::dial(dst, None, &config, (&me, &asker), asking, Some(serve)).await
             });

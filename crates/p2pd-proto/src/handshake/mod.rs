@@ -118,8 +118,7 @@ impl From<snow::Error> for HandshakeError {
 pub struct Session {
     /// The other end's node ID, proven by the handshake.
     pub peer: NodeId,
-    /// Whether the stream is encrypted (either side asked for it).
-    pub encrypted: bool,
+    /// The record keys when the stream is encrypted (either side asked).
     keys: Option<(Sealer, Opener)>,
 }
 
@@ -127,7 +126,7 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("peer", &self.peer)
-            .field("encrypted", &self.encrypted)
+            .field("encrypted", &self.encrypted())
             .finish_non_exhaustive()
     }
 }
@@ -136,9 +135,13 @@ impl Session {
     fn new(peer: NodeId, encrypted: bool, keys: (Sealer, Opener)) -> Self {
         Self {
             peer,
-            encrypted,
             keys: encrypted.then_some(keys),
         }
+    }
+
+    /// Whether the stream is encrypted (either side asked for it).
+    pub fn encrypted(&self) -> bool {
+        self.keys.is_some()
     }
 
     /// The sealer for what we send and the opener for what we receive;

@@ -28,7 +28,7 @@ pub struct Responder {
 
 enum Stage {
     First(HandshakeState),
-    Heard(HandshakeState, Hello),
+    Heard(HandshakeState, Hello, NodeId),
     Answered {
         hello: Hello,
         peer: NodeId,
@@ -117,7 +117,7 @@ impl Responder {
             return Err(HandshakeError::WeakKey);
         }
         self.buf.drain(..MAGIC.len() + used);
-        self.stage = Stage::Heard(state, hello);
+        self.stage = Stage::Heard(state, hello, peer);
         Ok(Some(Heard {
             hello,
             peer,
@@ -127,7 +127,8 @@ impl Responder {
 
     /// The answer to a first message the caller has admitted as fresh.
     pub fn answer(&mut self) -> Result<Vec<u8>, HandshakeError> {
-        let Stage::Heard(mut state, hello) = std::mem::replace(&mut self.stage, Stage::Done) else {
+        let Stage::Heard(mut state, hello, peer) = std::mem::replace(&mut self.stage, Stage::Done)
+        else {
             return Err(HandshakeError::Malformed);
         };
         let mut answer = [0u8; MAX_MESSAGE];
@@ -140,11 +141,6 @@ impl Responder {
         )?;
         let mut reply = Vec::with_capacity(2 + m);
         put_frame(&mut reply, &answer[..m]);
-        let peer = state
-            .get_remote_static()
-            .and_then(|key| <[u8; 32]>::try_from(key).ok())
-            .map(NodeId)
-            .ok_or(HandshakeError::Malformed)?;
         let (sealer, opener) = record::keys(state.into_stateless_transport_mode()?);
         self.stage = Stage::Answered {
             hello,
