@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use p2pd_proto::addr::NodeId;
 use p2pd_proto::connect::ReverseToken;
@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pipe::{Authenticated, Greeter, Layer, Pipe, PipeConfig, PipeError};
+use crate::wall_clock::unix_ms;
 
 /// A connection's first bytes that could still become a handshake or an
 /// original node's line wait at most this long before they are taken as a
@@ -270,12 +271,4 @@ async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
     let n = stream.read(&mut chunk).await?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n > 0)
-}
-
-/// The wall clock in unix ms, which the handshake's freshness window is
-/// measured on.
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -15,3 +15,4 @@ pub mod handshake;
 pub mod interfaces;
 pub mod pipe;
 pub mod stun;
+pub mod wall_clock;

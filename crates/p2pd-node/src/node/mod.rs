@@ -22,12 +22,13 @@ mod inbound;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use p2pd_net::daemon::Daemon;
 use p2pd_net::handshake::Acceptor;
 use p2pd_net::interfaces;
 use p2pd_net::pipe::{Message, Pipe, PipeConfig};
+use p2pd_net::wall_clock::unix_ms;
 use p2pd_proto::addr::{NodeId, PeerAddr};
 use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::signal::{Body, Identity, InboxStats, Signal, seal};
@@ -293,7 +294,6 @@ impl Shared {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
 impl Signals for Node {
     fn wait_up(&self, limit: Duration) -> impl Future<Output = bool> + Send + 'static {
         let node = self.clone();
@@ -319,10 +319,4 @@ impl Signals for Node {
         };
         Some((self.send_signal(peer, body), rx))
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
