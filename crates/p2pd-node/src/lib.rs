@@ -2,7 +2,6 @@
 //! service, configured with typed values.
 #![warn(missing_docs)]
 
-#[cfg(feature = "embedded-broker")]
 pub mod broker;
 mod candidates;
 pub mod config;

@@ -7,9 +7,16 @@
 //! is up; the receiving [`p2pd_proto::signal::Inbox`] drops the copies by
 //! message id. Envelopes are opaque here: sealing and opening are the
 //! node's.
+//!
+//! What others publish to our topic cannot knock us off a broker: on every
+//! connect the node first clears any retained message there (an oversized
+//! one would break the link on every reconnect), and each broker has its
+//! own share of the queue toward the node, so a flood through one does not
+//! crowd out envelopes arriving through the others. Every message received
+//! is counted, under exactly one reason when it is dropped here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use p2pd_proto::addr::NodeId;
@@ -19,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::servers::BrokerUrl;
 
-/// Envelopes waiting for the node; more are dropped (and counted) so a
-/// flood cannot grow memory.
-const INBOX_DEPTH: usize = 1024;
+/// Envelopes from one broker waiting for the node; more are dropped (and
+/// counted as busy) so a flood cannot grow memory or crowd out the other
+/// brokers.
+const PER_BROKER_DEPTH: usize = 256;
 /// Requests queued per broker client while it is (re)connecting.
 const CLIENT_QUEUE: usize = 64;
 /// MQTT keep-alive.
@@ -47,13 +55,75 @@ struct Link {
     client: AsyncClient,
 }
 
+/// An envelope as received, with the broker it came through. It holds a
+/// place in that broker's share of the queue until dropped.
+#[derive(Debug)]
+pub struct Envelope {
+    /// Index of the broker in the configured list.
+    pub via: u8,
+    /// The envelope's bytes.
+    pub bytes: Vec<u8>,
+    _place: Place,
+}
+
+#[derive(Debug)]
+struct Place(Arc<AtomicUsize>);
+
+impl Place {
+    /// A place in a share, if it has one free.
+    fn take(queued: &Arc<AtomicUsize>) -> Option<Place> {
+        queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < PER_BROKER_DEPTH).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(queued.clone()))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Messages received on our topic, and those dropped before opening, by
+/// reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// Received from every broker, whatever became of them.
+    pub received: u64,
+    /// Dropped: retained (old by definition).
+    pub retained: u64,
+    /// Dropped: larger than an envelope can be.
+    pub oversized: u64,
+    /// Dropped: that broker's share of the queue toward the node was full.
+    pub busy: u64,
+}
+
+impl LinkStats {
+    /// Received messages handed on to be opened.
+    pub fn passed(&self) -> u64 {
+        self.received - self.retained - self.oversized - self.busy
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    retained: AtomicU64,
+    oversized: AtomicU64,
+    busy: AtomicU64,
+}
+
 /// Connections to every configured broker.
 pub struct Signaling {
     links: Vec<Link>,
     /// Which links are subscribed now, by index.
     up: Arc<watch::Sender<Vec<bool>>>,
     stop: CancellationToken,
-    dropped: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Signaling {
@@ -68,13 +138,15 @@ impl std::fmt::Debug for Signaling {
 impl Signaling {
     /// Connects to every broker (in the background) and subscribes to
     /// `me`'s topic. Received envelopes arrive on the returned channel.
-    pub fn start(brokers: &[BrokerUrl], me: &NodeId) -> (Signaling, mpsc::Receiver<Vec<u8>>) {
-        let (tx, rx) = mpsc::channel(INBOX_DEPTH);
+    pub fn start(brokers: &[BrokerUrl], me: &NodeId) -> (Signaling, mpsc::Receiver<Envelope>) {
+        let (tx, rx) = mpsc::channel(PER_BROKER_DEPTH * brokers.len().max(1));
         let stop = CancellationToken::new();
-        let dropped = Arc::new(AtomicU64::new(0));
+        let counters = Arc::new(Counters::default());
         let up = Arc::new(watch::Sender::new(vec![false; brokers.len()]));
         let mut links = Vec::new();
-        for (index, url) in brokers.iter().enumerate() {
+        // The broker list is at most 255 long (an address names brokers by
+        // a one-byte index).
+        for (index, url) in brokers.iter().enumerate().take(usize::from(u8::MAX)) {
             let client_id = format!("p2pd-{:016x}", rand::random::<u64>());
             let mut options = MqttOptions::new(client_id, url.server.host.clone(), url.server.port);
             options
@@ -88,7 +160,8 @@ impl Signaling {
                 up: up.clone(),
                 index,
                 tx: tx.clone(),
-                dropped: dropped.clone(),
+                queued: Arc::new(AtomicUsize::new(0)),
+                counters: counters.clone(),
                 stop: stop.clone(),
                 url: url.to_string(),
             };
@@ -103,7 +176,7 @@ impl Signaling {
                 links,
                 up,
                 stop,
-                dropped,
+                counters,
             },
             rx,
         )
@@ -160,9 +233,15 @@ impl Signaling {
         self.stop.cancel();
     }
 
-    /// Envelopes dropped because the node did not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// What was received, and what was dropped before opening.
+    pub fn stats(&self) -> LinkStats {
+        let c = &self.counters;
+        LinkStats {
+            received: c.received.load(Ordering::Relaxed),
+            retained: c.retained.load(Ordering::Relaxed),
+            oversized: c.oversized.load(Ordering::Relaxed),
+            busy: c.busy.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -189,8 +268,10 @@ struct Driver {
     topic: String,
     up: Arc<watch::Sender<Vec<bool>>>,
     index: usize,
-    tx: mpsc::Sender<Vec<u8>>,
-    dropped: Arc<AtomicU64>,
+    tx: mpsc::Sender<Envelope>,
+    /// This broker's envelopes waiting for the node.
+    queued: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
     stop: CancellationToken,
     url: String,
 }
@@ -205,7 +286,8 @@ impl Driver {
             up,
             index,
             tx,
-            dropped,
+            queued,
+            counters,
             stop,
             url,
         } = self;
@@ -219,8 +301,14 @@ impl Driver {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     up_since = Some(tokio::time::Instant::now());
-                    // A clean session starts with no subscriptions.
-                    if let Err(err) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                    // Clear whatever is retained on our topic before
+                    // subscribing (the broker handles the two in order), then
+                    // subscribe: a clean session starts with none.
+                    let cleared =
+                        client.try_publish(topic.clone(), QoS::AtLeastOnce, true, Vec::new());
+                    if let Err(err) =
+                        cleared.and_then(|()| client.try_subscribe(topic.clone(), QoS::AtLeastOnce))
+                    {
                         tracing::debug!(broker = %url, %err, "subscribe not queued");
                     }
                 }
@@ -229,12 +317,24 @@ impl Driver {
                     tracing::debug!(broker = %url, "signaling subscribed");
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == topic => {
-                    // Retained messages are old by definition; oversized ones
-                    // are not envelopes.
-                    let unwanted =
-                        publish.retain || publish.payload.len() > p2pd_proto::signal::MAX_ENVELOPE;
-                    if unwanted || tx.try_send(publish.payload.to_vec()).is_err() {
-                        dropped.fetch_add(1, Ordering::Relaxed);
+                    counters.received.fetch_add(1, Ordering::Relaxed);
+                    let dropped = if publish.retain {
+                        Some(&counters.retained)
+                    } else if publish.payload.len() > p2pd_proto::signal::MAX_ENVELOPE {
+                        Some(&counters.oversized)
+                    } else {
+                        let envelope = Place::take(&queued).map(|place| Envelope {
+                            via: u8::try_from(index).unwrap_or(u8::MAX),
+                            bytes: publish.payload.to_vec(),
+                            _place: place,
+                        });
+                        match envelope.map(|e| tx.try_send(e)) {
+                            Some(Ok(())) => None,
+                            _ => Some(&counters.busy),
+                        }
+                    };
+                    if let Some(counter) = dropped {
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Ok(_) => {}

@@ -59,9 +59,9 @@ pub fn peer_addr(data: &[u8]) {
 /// Opening signaling envelopes: never panics, and arbitrary bytes never
 /// open (they would have to forge the sender's key).
 pub fn signal_envelope(data: &[u8]) {
-    let mut inbox = Inbox::new(Identity::from_secret([2; 32]));
+    let mut inbox = Inbox::new(Identity::from_secret([2; 32]), 0);
     assert!(
-        inbox.open(1_800_000_000_000, data).is_err(),
+        inbox.open(1_800_000_000_000, 0, data).is_err(),
         "random bytes opened"
     );
 }

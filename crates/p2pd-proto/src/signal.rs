@@ -12,8 +12,11 @@
 //! envelope that opens, so a message that opens came from the key it names.
 //! The body carries a random id and the sender's wall-clock time: the
 //! [`Inbox`] drops (and counts) envelopes that fail to open, are malformed,
-//! are older or newer than the window, or repeat an id seen in it. Wall time
-//! and randomness come from the caller.
+//! are older or newer than the window, were sent before the inbox existed
+//! (a restart forgets the ids it saw), or repeat an id seen in it. What it
+//! remembers is bounded per sender and per broker, so one flooding key or
+//! broker cannot lock the others out. Wall time and randomness come from
+//! the caller.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -33,10 +36,29 @@ const HEADER: usize = 1 + 32 + 24;
 pub const WINDOW_MS: u64 = 30_000;
 /// Envelopes larger than this are dropped unopened.
 pub const MAX_ENVELOPE: usize = 8 * 1024;
-/// Ids remembered at most. When full (a flood within one window), new
-/// envelopes are refused rather than forgetting ids, which would let a
-/// captured message be replayed.
-const MAX_SEEN: usize = 65_536;
+/// How many ids an [`Inbox`] remembers within a window.
+///
+/// When a share is full (a flood), new envelopes of that share are refused
+/// rather than ids forgotten, which would let a captured message be
+/// replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Per sender: a node sends a few per connect, so a key over this is
+    /// flooding, and only it is refused.
+    pub per_sender: usize,
+    /// Per broker: copies of a message through other brokers still get in
+    /// while one broker is flooded (by many keys).
+    pub per_broker: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            per_sender: 256,
+            per_broker: 65_536,
+        }
+    }
+}
 
 /// A node's key pair; the public key is its id.
 #[derive(Clone)]
@@ -114,8 +136,9 @@ pub enum Body {
         /// The asker's peer address.
         addr: String,
     },
-    /// A liveness probe; no answer is due.
-    Ping,
+    /// A liveness probe; no answer is due. (A struct variant, so that
+    /// unknown fields are refused: serde ignores them on unit variants.)
+    Ping {},
 }
 
 /// A signaling message as sent.
@@ -132,8 +155,11 @@ pub struct Signal {
 
 /// Seals `signal` from `me` to `to`. `nonce` must be random.
 pub fn seal(me: &Identity, to: &NodeId, signal: &Signal, nonce: [u8; 24]) -> Option<Vec<u8>> {
+    seal_bytes(me, to, &serde_json::to_vec(signal).ok()?, nonce)
+}
+
+fn seal_bytes(me: &Identity, to: &NodeId, plaintext: &[u8], nonce: [u8; 24]) -> Option<Vec<u8>> {
     let cipher = me.key_with(to, &me.id, to)?;
-    let plaintext = serde_json::to_vec(signal).ok()?;
     let mut aad = [0u8; 1 + 64];
     aad[0] = VERSION;
     aad[1..33].copy_from_slice(&me.id.0);
@@ -142,7 +168,7 @@ pub fn seal(me: &Identity, to: &NodeId, signal: &Signal, nonce: [u8; 24]) -> Opt
         .encrypt(
             XNonce::from_slice(&nonce),
             Payload {
-                msg: &plaintext,
+                msg: plaintext,
                 aad: &aad,
             },
         )
@@ -171,7 +197,8 @@ pub enum Rejected {
     /// Its id was seen within the window.
     #[error("replayed")]
     Replayed,
-    /// Too many messages within one window to remember them all.
+    /// Its sender, or the broker it came through, sent too many within
+    /// one window to remember them all.
     #[error("overloaded")]
     Overloaded,
 }
@@ -189,33 +216,72 @@ pub struct InboxStats {
     pub stale: u64,
     /// Dropped as replays.
     pub replayed: u64,
-    /// Dropped because the window was full.
+    /// Dropped because its sender's or broker's share of the window was
+    /// full.
     pub overloaded: u64,
+}
+
+impl InboxStats {
+    /// Every envelope counted, whatever became of it.
+    pub fn total(&self) -> u64 {
+        self.accepted + self.malformed + self.forged + self.stale + self.replayed + self.overloaded
+    }
+}
+
+/// One remembered message: who sent it and its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Seen {
+    sender: NodeId,
+    id: String,
 }
 
 /// Opens envelopes addressed to one identity.
 #[derive(Debug)]
 pub struct Inbox {
     identity: Identity,
-    seen: HashMap<String, u64>,
-    order: VecDeque<(u64, String)>,
+    not_before_ms: u64,
+    limits: Limits,
+    seen: HashMap<Seen, u64>,
+    order: VecDeque<(u64, Seen, u8)>,
+    per_sender: HashMap<NodeId, usize>,
+    per_broker: HashMap<u8, usize>,
     stats: InboxStats,
 }
 
 impl Inbox {
-    /// An inbox for `identity`.
-    pub fn new(identity: Identity) -> Self {
+    /// An inbox for `identity` that exists since wall-clock `start_ms`.
+    /// Envelopes sent before it are refused as stale: they may have been
+    /// seen by an earlier process with the same identity, whose memory of
+    /// ids is gone. (A sender whose clock is behind ours by s seconds is
+    /// refused for the first s seconds.)
+    pub fn new(identity: Identity, start_ms: u64) -> Self {
         Self {
             identity,
+            not_before_ms: start_ms,
+            limits: Limits::default(),
             seen: HashMap::new(),
             order: VecDeque::new(),
+            per_sender: HashMap::new(),
+            per_broker: HashMap::new(),
             stats: InboxStats::default(),
         }
     }
 
-    /// Opens an envelope received at wall-clock `now_ms` (unix ms).
-    pub fn open(&mut self, now_ms: u64, envelope: &[u8]) -> Result<(NodeId, Signal), Rejected> {
-        let result = self.try_open(now_ms, envelope);
+    /// The same inbox with other limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Opens an envelope received at wall-clock `now_ms` (unix ms) through
+    /// broker `via` (an index into the node's broker list).
+    pub fn open(
+        &mut self,
+        now_ms: u64,
+        via: u8,
+        envelope: &[u8],
+    ) -> Result<(NodeId, Signal), Rejected> {
+        let result = self.try_open(now_ms, via, envelope);
         match &result {
             Ok(_) => self.stats.accepted += 1,
             Err(Rejected::Malformed) => self.stats.malformed += 1,
@@ -232,7 +298,12 @@ impl Inbox {
         self.stats
     }
 
-    fn try_open(&mut self, now_ms: u64, envelope: &[u8]) -> Result<(NodeId, Signal), Rejected> {
+    fn try_open(
+        &mut self,
+        now_ms: u64,
+        via: u8,
+        envelope: &[u8],
+    ) -> Result<(NodeId, Signal), Rejected> {
         if envelope.len() <= HEADER || envelope.len() > MAX_ENVELOPE || envelope[0] != VERSION {
             return Err(Rejected::Malformed);
         }
@@ -261,30 +332,51 @@ impl Inbox {
         if signal.id.is_empty() || signal.id.len() > 64 {
             return Err(Rejected::Malformed);
         }
-        if signal.sent_ms.abs_diff(now_ms) > WINDOW_MS {
+        if signal.sent_ms.abs_diff(now_ms) > WINDOW_MS || signal.sent_ms < self.not_before_ms {
             return Err(Rejected::Stale);
         }
         self.forget_before(now_ms.saturating_sub(2 * WINDOW_MS));
-        let key = format!("{sender}/{}", signal.id);
+        let key = Seen {
+            sender,
+            id: signal.id.clone(),
+        };
         if self.seen.contains_key(&key) {
             return Err(Rejected::Replayed);
         }
-        if self.order.len() >= MAX_SEEN {
+        let from_sender = self.per_sender.get(&sender).copied().unwrap_or(0);
+        let from_broker = self.per_broker.get(&via).copied().unwrap_or(0);
+        if from_sender >= self.limits.per_sender || from_broker >= self.limits.per_broker {
             return Err(Rejected::Overloaded);
         }
+        *self.per_sender.entry(sender).or_default() += 1;
+        *self.per_broker.entry(via).or_default() += 1;
         self.seen.insert(key.clone(), now_ms);
-        self.order.push_back((now_ms, key));
+        self.order.push_back((now_ms, key, via));
         Ok((sender, signal))
     }
 
     fn forget_before(&mut self, cutoff_ms: u64) {
-        while let Some((at, _)) = self.order.front() {
+        while let Some((at, _, _)) = self.order.front() {
             if *at >= cutoff_ms {
                 break;
             }
-            if let Some((_, key)) = self.order.pop_front() {
-                self.seen.remove(&key);
-            }
+            let Some((_, key, via)) = self.order.pop_front() else {
+                break;
+            };
+            decrement(&mut self.per_sender, key.sender);
+            decrement(&mut self.per_broker, via);
+            self.seen.remove(&key);
+        }
+    }
+}
+
+/// Lowers a count, forgetting it at zero so the map holds only senders
+/// (or brokers) still in the window.
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
+    if let std::collections::hash_map::Entry::Occupied(mut count) = counts.entry(key) {
+        *count.get_mut() -= 1;
+        if *count.get() == 0 {
+            count.remove();
         }
     }
 }
@@ -294,6 +386,8 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_800_000_000_000;
+    /// When the inboxes under test started: a minute before `NOW`.
+    const START: u64 = NOW - 60_000;
 
     fn alice() -> Identity {
         Identity::from_secret([1; 32])
@@ -301,6 +395,10 @@ mod tests {
 
     fn bob() -> Identity {
         Identity::from_secret([2; 32])
+    }
+
+    fn seal_json(me: &Identity, to: &NodeId, json: &[u8], nonce: [u8; 24]) -> Vec<u8> {
+        seal_bytes(me, to, json, nonce).expect("seal")
     }
 
     fn signal(id: &str, sent_ms: u64) -> Signal {
@@ -317,12 +415,14 @@ mod tests {
     #[test]
     fn sealed_for_bob_opens_for_bob_only() {
         let envelope = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 24]).expect("seal");
-        let (from, opened) = Inbox::new(bob()).open(NOW, &envelope).expect("opens");
+        let (from, opened) = Inbox::new(bob(), START)
+            .open(NOW, 0, &envelope)
+            .expect("opens");
         assert_eq!(from, alice().id());
         assert_eq!(opened, signal("a", NOW));
         let carol = Identity::from_secret([3; 32]);
         assert_eq!(
-            Inbox::new(carol).open(NOW, &envelope),
+            Inbox::new(carol, START).open(NOW, 0, &envelope),
             Err(Rejected::Forged)
         );
     }
@@ -330,15 +430,15 @@ mod tests {
     #[test]
     fn a_forged_sender_or_flipped_bit_fails_authentication() {
         let envelope = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 24]).expect("seal");
-        let mut inbox = Inbox::new(bob());
+        let mut inbox = Inbox::new(bob(), START);
         let mut claims_carol = envelope.clone();
         claims_carol[1..33].copy_from_slice(&Identity::from_secret([3; 32]).id().0);
-        assert_eq!(inbox.open(NOW, &claims_carol), Err(Rejected::Forged));
+        assert_eq!(inbox.open(NOW, 0, &claims_carol), Err(Rejected::Forged));
         for at in [40, envelope.len() - 1] {
             let mut flipped = envelope.clone();
             flipped[at] ^= 1;
             assert_eq!(
-                inbox.open(NOW, &flipped),
+                inbox.open(NOW, 0, &flipped),
                 Err(Rejected::Forged),
                 "byte {at}"
             );
@@ -349,13 +449,16 @@ mod tests {
     #[test]
     fn replays_within_the_window_are_dropped() {
         let envelope = seal(&alice(), &bob().id(), &signal("once", NOW), [7; 24]).expect("seal");
-        let mut inbox = Inbox::new(bob());
-        assert!(inbox.open(NOW, &envelope).is_ok());
-        assert_eq!(inbox.open(NOW + 1000, &envelope), Err(Rejected::Replayed));
+        let mut inbox = Inbox::new(bob(), START);
+        assert!(inbox.open(NOW, 0, &envelope).is_ok());
+        assert_eq!(
+            inbox.open(NOW + 1000, 0, &envelope),
+            Err(Rejected::Replayed)
+        );
         let same_id_new_nonce =
             seal(&alice(), &bob().id(), &signal("once", NOW), [8; 24]).expect("seal");
         assert_eq!(
-            inbox.open(NOW + 1000, &same_id_new_nonce),
+            inbox.open(NOW + 1000, 0, &same_id_new_nonce),
             Err(Rejected::Replayed)
         );
         assert_eq!(inbox.stats().replayed, 2);
@@ -363,7 +466,7 @@ mod tests {
 
     #[test]
     fn stale_and_future_messages_are_dropped_but_skew_within_30_s_is_fine() {
-        let mut inbox = Inbox::new(bob());
+        let mut inbox = Inbox::new(bob(), START);
         for (sent, ok) in [
             (NOW - 29_000, true),
             (NOW + 29_000, true),
@@ -377,22 +480,111 @@ mod tests {
                 [9; 24],
             )
             .expect("seal");
-            assert_eq!(inbox.open(NOW, &envelope).is_ok(), ok, "sent at {sent}");
+            assert_eq!(inbox.open(NOW, 0, &envelope).is_ok(), ok, "sent at {sent}");
         }
         assert_eq!(inbox.stats().stale, 2);
     }
 
     #[test]
+    fn messages_sent_before_the_inbox_started_are_stale() {
+        // A message captured just before a restart with the same identity:
+        // the new process has not seen its id, but refuses it by its time.
+        let mut inbox = Inbox::new(bob(), NOW);
+        let before = seal(&alice(), &bob().id(), &signal("old", NOW - 1), [1; 24]).expect("seal");
+        assert_eq!(inbox.open(NOW + 6_000, 0, &before), Err(Rejected::Stale));
+        let after = seal(&alice(), &bob().id(), &signal("new", NOW), [2; 24]).expect("seal");
+        assert!(inbox.open(NOW + 6_000, 0, &after).is_ok());
+    }
+
+    #[test]
+    fn a_flooding_sender_is_refused_alone_and_only_until_its_messages_expire() {
+        let limits = Limits {
+            per_sender: 3,
+            per_broker: 100,
+        };
+        let mut inbox = Inbox::new(bob(), START).with_limits(limits);
+        for n in 0..5 {
+            let envelope = seal(
+                &alice(),
+                &bob().id(),
+                &signal(&format!("f{n}"), NOW),
+                [n; 24],
+            )
+            .expect("seal");
+            let expected = if n < 3 {
+                Ok(())
+            } else {
+                Err(Rejected::Overloaded)
+            };
+            assert_eq!(inbox.open(NOW, 0, &envelope).map(|_| ()), expected, "{n}");
+        }
+        let carol = Identity::from_secret([3; 32]);
+        let other = seal(&carol, &bob().id(), &signal("c", NOW), [9; 24]).expect("seal");
+        assert!(inbox.open(NOW, 0, &other).is_ok(), "another sender gets in");
+        let later = NOW + 2 * WINDOW_MS + 1;
+        let again = seal(&alice(), &bob().id(), &signal("f9", later), [8; 24]).expect("seal");
+        assert!(inbox.open(later, 0, &again).is_ok(), "the share frees up");
+        assert_eq!(inbox.stats().overloaded, 2);
+    }
+
+    #[test]
+    fn a_flooded_broker_does_not_block_copies_through_another() {
+        let limits = Limits {
+            per_sender: 100,
+            per_broker: 4,
+        };
+        let mut inbox = Inbox::new(bob(), START).with_limits(limits);
+        for n in 0..4u8 {
+            let flooder = Identity::from_secret([10 + n; 32]);
+            let envelope = seal(&flooder, &bob().id(), &signal("x", NOW), [n; 24]).expect("seal");
+            assert!(inbox.open(NOW, 0, &envelope).is_ok());
+        }
+        let genuine = seal(&alice(), &bob().id(), &signal("g", NOW), [7; 24]).expect("seal");
+        assert_eq!(inbox.open(NOW, 0, &genuine), Err(Rejected::Overloaded));
+        assert!(
+            inbox.open(NOW, 1, &genuine).is_ok(),
+            "the copy via broker 1"
+        );
+        assert_eq!(inbox.stats().total(), 6);
+    }
+
+    #[test]
+    fn bodies_with_unknown_fields_are_malformed() {
+        let mut inbox = Inbox::new(bob(), START);
+        for (n, body) in [
+            r#"{"type":"ping","extra":1}"#,
+            r#"{"type":"reverse","token":"00","addr":"a","extra":1}"#,
+            r#"{"type":"ping"}"#,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let json = format!(r#"{{"id":"u{n}","sent_ms":{NOW},"body":{body}}}"#);
+            let envelope = seal_json(&alice(), &bob().id(), json.as_bytes(), [n as u8; 24]);
+            let expected = if n == 2 {
+                Ok(())
+            } else {
+                Err(Rejected::Malformed)
+            };
+            assert_eq!(
+                inbox.open(NOW, 0, &envelope).map(|_| ()),
+                expected,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
     fn malformed_envelopes_are_counted() {
-        let mut inbox = Inbox::new(bob());
-        assert_eq!(inbox.open(NOW, b""), Err(Rejected::Malformed));
+        let mut inbox = Inbox::new(bob(), START);
+        assert_eq!(inbox.open(NOW, 0, b""), Err(Rejected::Malformed));
         assert_eq!(
-            inbox.open(NOW, &[9; 100]),
+            inbox.open(NOW, 0, &[9; 100]),
             Err(Rejected::Malformed),
             "wrong version"
         );
         assert_eq!(
-            inbox.open(NOW, &vec![1; MAX_ENVELOPE + 1]),
+            inbox.open(NOW, 0, &vec![1; MAX_ENVELOPE + 1]),
             Err(Rejected::Malformed)
         );
         assert_eq!(inbox.stats().malformed, 3);
@@ -409,7 +601,7 @@ mod tests {
             let sent = NOW - 29_500 + skew;
             let original = signal(&id, sent);
             let envelope = seal(&alice(), &bob().id(), &original, nonce).expect("seal");
-            proptest::prop_assert_eq!(Inbox::new(bob()).open(NOW, &envelope), Ok((alice().id(), original)));
+            proptest::prop_assert_eq!(Inbox::new(bob(), START).open(NOW, 0, &envelope), Ok((alice().id(), original)));
         }
     }
 
@@ -420,7 +612,7 @@ mod tests {
         let mut envelope = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 24]).expect("seal");
         envelope[1..33].copy_from_slice(&[0; 32]);
         assert_eq!(
-            Inbox::new(bob()).open(NOW, &envelope),
+            Inbox::new(bob(), START).open(NOW, 0, &envelope),
             Err(Rejected::Forged)
         );
     }

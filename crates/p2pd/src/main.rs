@@ -86,12 +86,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (warnings by default), so stdout
-/// stays for machine-readable output. The embedded broker logs every
-/// misbehaving client as an error; those are the clients' problem, so it is
-/// quiet unless asked for.
+/// stays for machine-readable output.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -23,13 +23,22 @@ use super::{DISCOVERY_LIMIT, Shared, Status, inbound};
 use crate::candidates::{Candidates, Reflexive};
 use crate::discovery;
 use crate::locals::Local;
+use crate::signaling::Envelope;
+
+/// How long a dialled-back token is remembered: longer than a request
+/// stays fresh (the signaling window, both ways).
+const ANSWERED_MEMORY: std::time::Duration =
+    std::time::Duration::from_millis(2 * p2pd_proto::signal::WINDOW_MS);
+/// Tokens remembered at most; past it, requests are refused rather than
+/// tokens forgotten.
+const MAX_ANSWERED: usize = 4096;
 
 /// What [`Actor::new`] takes over.
 pub(crate) struct Parts {
     pub(crate) shared: Arc<Shared>,
     pub(crate) me: mpsc::WeakSender<Command>,
     pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) envelopes: mpsc::Receiver<Vec<u8>>,
+    pub(crate) envelopes: mpsc::Receiver<Envelope>,
     pub(crate) daemon: Daemon,
     pub(crate) candidates: Candidates,
     pub(crate) binds: Binds,
@@ -44,6 +53,9 @@ pub(crate) struct Actor {
     /// Our reverse requests waiting for their connection.
     pending: HashMap<ReverseToken, (NodeId, oneshot::Sender<Pipe>)>,
     admission: Admission,
+    /// Tokens dialled back lately, and when: an asker resends its request,
+    /// and every copy after the first is answered by the first dial-back.
+    answered: HashMap<ReverseToken, tokio::time::Instant>,
     /// Discovery rounds may overlap (start, a newly bound address): their
     /// delta series take turns here.
     delta_gate: DeltaSeriesGate,
@@ -53,12 +65,13 @@ pub(crate) struct Actor {
 
 impl Actor {
     pub(crate) fn new(parts: Parts) -> Self {
-        let inbox = Inbox::new(parts.shared.identity.clone());
+        let inbox = Inbox::new(parts.shared.identity.clone(), unix_ms());
         let mut actor = Self {
             parts,
             inbox,
             pending: HashMap::new(),
             admission: Admission::new(),
+            answered: HashMap::new(),
             delta_gate: DeltaSeriesGate::default(),
             stop: CancellationToken::new(),
         };
@@ -151,8 +164,8 @@ impl Actor {
         None
     }
 
-    fn on_envelope(&mut self, envelope: &[u8]) {
-        let opened = self.inbox.open(unix_ms(), envelope);
+    fn on_envelope(&mut self, envelope: &Envelope) {
+        let opened = self.inbox.open(unix_ms(), envelope.via, &envelope.bytes);
         let stats = self.inbox.stats();
         self.parts.status.send_modify(|s| s.signals = stats);
         match opened {
@@ -164,7 +177,7 @@ impl Actor {
     fn on_signal(&mut self, from: NodeId, signal: Signal) {
         match signal.body {
             Body::Reverse { token, addr } => self.on_reverse(from, &token, &addr),
-            Body::Ping => tracing::debug!(%from, "ping"),
+            Body::Ping {} => tracing::debug!(%from, "ping"),
             _ => tracing::debug!(%from, "unknown signal"),
         }
     }
@@ -194,10 +207,22 @@ impl Actor {
             tracing::debug!(%from, "reverse request refused");
             return;
         }
+        let now = tokio::time::Instant::now();
+        self.answered
+            .retain(|_, at| now.duration_since(*at) < ANSWERED_MEMORY);
+        if self.answered.contains_key(&token) {
+            tracing::debug!(%from, "reverse request already answered");
+            return;
+        }
+        if self.answered.len() >= MAX_ANSWERED {
+            tracing::debug!(%from, "dial back refused: too many requests");
+            return;
+        }
         let Some(permits) = self.admission.admit(from) else {
             tracing::debug!(%from, "dial back refused: too many");
             return;
         };
+        self.answered.insert(token, now);
         let shared = &self.parts.shared;
         let dial_back = DialBack {
             me: shared.identity.clone(),
@@ -292,6 +317,13 @@ impl Actor {
     async fn shut_down(&mut self) {
         self.stop.cancel();
         self.parts.shared.signaling.close();
+        // Envelopes already received are opened, for the counts, but not
+        // acted on.
+        while let Ok(envelope) = self.parts.envelopes.try_recv() {
+            let _ = self.inbox.open(unix_ms(), envelope.via, &envelope.bytes);
+        }
+        let stats = self.inbox.stats();
+        self.parts.status.send_modify(|s| s.signals = stats);
         self.parts.daemon.close().await;
         // Whoever waits for the first address is not left waiting.
         self.parts.status.send_modify(|s| s.discovered = true);

@@ -47,6 +47,16 @@ pub use inbound::ECHO;
 pub const DISCOVERY_LIMIT: Duration = Duration::from_secs(3);
 /// Commands waiting for the actor; senders wait when it is full.
 const COMMAND_QUEUE: usize = 64;
+/// A reverse request is sent again after each of these pauses until its
+/// connection arrives or the asker gives up: a copy lost to a busy broker
+/// or a flood toward the peer does not lose the strategy. The peer answers
+/// one token once.
+const REVERSE_RESEND: [Duration; 4] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+    Duration::from_millis(2000),
+];
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +79,19 @@ pub enum NodeError {
 pub struct Status {
     /// The first discovery round has ended.
     pub discovered: bool,
-    /// Signaling envelopes accepted and dropped, by reason.
+    /// Signaling envelopes opened: accepted and dropped, by reason.
     pub signals: InboxStats,
+}
+
+/// Every signaling message that reached the node, counted under exactly
+/// one reason: dropped before opening (`links`), or opened (`inbox`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SignalStats {
+    /// Received from the brokers, and dropped before opening.
+    pub links: crate::signaling::LinkStats,
+    /// What opening made of the rest.
+    pub inbox: InboxStats,
 }
 
 /// A handle to a running node. Clones share it; the node stops when
@@ -256,9 +277,13 @@ impl Node {
         self.shared.signaling.wait_connected(limit).await
     }
 
-    /// Signaling envelopes accepted and dropped, by reason.
-    pub fn signal_stats(&self) -> InboxStats {
-        self.status.borrow().signals
+    /// Signaling messages received, accepted and dropped, by reason.
+    /// Envelopes still queued are in `links` but not yet in `inbox`.
+    pub fn signal_stats(&self) -> SignalStats {
+        SignalStats {
+            links: self.shared.signaling.stats(),
+            inbox: self.status.borrow().signals,
+        }
     }
 
     /// Stops serving, signaling and discovery; returns once the servers are
@@ -305,18 +330,44 @@ impl Signals for Node {
         peer: &PeerAddr,
         token: ReverseToken,
     ) -> Option<(usize, oneshot::Receiver<Pipe>)> {
-        // The actor forgets the request once `rx` is dropped.
+        // The actor forgets the request once the forwarder below drops
+        // `arrived`, which it does when the connection came or `rx` is
+        // dropped.
         let (reply, rx) = oneshot::channel();
+        let (arrived, mut connection) = oneshot::channel();
         let command = Command::AwaitReverse {
             token,
             peer: peer.node_id,
-            reply,
+            reply: arrived,
         };
         self.commands.send(command).await.ok()?;
         let body = Body::Reverse {
             token: token.to_string(),
             addr: self.addr().to_string(),
         };
-        Some((self.send_signal(peer, body), rx))
+        let sent_on = self.send_signal(peer, body.clone());
+        let (node, peer) = (self.clone(), peer.clone());
+        tokio::spawn(async move {
+            let mut reply = reply;
+            let mut resends = REVERSE_RESEND.iter();
+            loop {
+                let pause = resends.next().copied();
+                tokio::select! {
+                    conn = &mut connection => {
+                        if let Ok(conn) = conn
+                            && let Err(unwanted) = reply.send(conn)
+                        {
+                            unwanted.close().await;
+                        }
+                        return;
+                    }
+                    () = reply.closed() => return,
+                    () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {
+                        node.send_signal(&peer, body.clone());
+                    }
+                }
+            }
+        });
+        Some((sent_on, rx))
     }
 }

@@ -3,6 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
+use p2pd_node::broker::Broker;
+use tokio_util::sync::CancellationToken;
 
 use crate::output;
 
@@ -14,12 +16,26 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
-    let listen = args.listen;
-    tokio::task::spawn_blocking(move || p2pd_node::broker::start(listen))
+    let shutdown = crate::signal::shutdown();
+    let broker = Broker::bind(args.listen)
         .await
-        .context("the broker thread failed")?
         .context("starting the broker")?;
+    let listen = broker.local_addr().context("starting the broker")?;
     output::status(format_args!("mqtt broker on {listen}"));
-    crate::signal::shutdown().await;
-    Ok(())
+    let stats = broker.stats();
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(broker.serve(stop.clone()));
+    let result = tokio::select! {
+        () = shutdown => {
+            stop.cancel();
+            Ok(())
+        }
+        result = serving => result.context("the broker task failed")?.context("the broker stopped"),
+    };
+    let stats = stats();
+    output::status(format_args!(
+        "stopped; {} clients served, {} refused (full), {} deliveries dropped (slow subscribers)",
+        stats.accepted, stats.refused, stats.dropped
+    ));
+    result
 }

@@ -11,11 +11,15 @@ use crate::output;
 pub(crate) struct Args {}
 
 pub(crate) async fn run(_args: &Args, config: NodeConfig) -> anyhow::Result<()> {
+    // One listener for the whole run, from before the start: a stop
+    // request at any moment is seen.
+    let shutdown = crate::signal::shutdown();
+    tokio::pin!(shutdown);
     let node = Node::start(config).await.context("starting the node")?;
     // A stop request during discovery stops the node cleanly too.
     tokio::select! {
         () = node.discovered() => {}
-        () = crate::signal::shutdown() => {
+        () = &mut shutdown => {
             node.close().await;
             return Ok(());
         }
@@ -29,8 +33,6 @@ pub(crate) async fn run(_args: &Args, config: NodeConfig) -> anyhow::Result<()> 
     ));
     // A later change (an address that finished DAD, ...) is printed on a
     // line of its own, as the first one.
-    let shutdown = crate::signal::shutdown();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -48,14 +50,20 @@ pub(crate) async fn run(_args: &Args, config: NodeConfig) -> anyhow::Result<()> 
     }
     node.close().await;
     let stats = node.signal_stats();
+    let (links, inbox) = (stats.links, stats.inbox);
     output::status(format_args!(
-        "stopped; signaling: {} accepted, {} forged, {} replayed, {} stale, {} malformed, {} overloaded",
-        stats.accepted,
-        stats.forged,
-        stats.replayed,
-        stats.stale,
-        stats.malformed,
-        stats.overloaded
+        "stopped; signaling: {} received, {} accepted; dropped: {} busy, {} retained, {} oversized, \
+         {} forged, {} replayed, {} stale, {} malformed, {} overloaded",
+        links.received,
+        inbox.accepted,
+        links.busy,
+        links.retained,
+        links.oversized,
+        inbox.forged,
+        inbox.replayed,
+        inbox.stale,
+        inbox.malformed,
+        inbox.overloaded
     ));
     Ok(())
 }

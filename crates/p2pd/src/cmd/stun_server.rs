@@ -40,6 +40,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         primary: args.primary,
         alternate: args.alternate,
     };
+    let shutdown = crate::signal::shutdown();
     let server = StunServer::start(addrs)
         .await
         .context("starting the STUN server")?;
@@ -48,7 +49,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         "stun server on {} (udp and tcp)",
         sockets.join(", ")
     ));
-    crate::signal::shutdown().await;
+    shutdown.await;
     output::status(format_args!(
         "stopping: {} requests answered, {} inputs dropped",
         server.answered(),

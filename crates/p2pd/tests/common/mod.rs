@@ -1,0 +1,187 @@
+//! What the binary's loopback tests share: processes that die with the
+//! test, free ports, a broker with a node, and `p2pd connect`.
+#![allow(dead_code)] // each test binary uses its own part
+
+pub(crate) mod mqtt;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the process when the test ends, however it ends.
+pub(crate) struct Running(pub(crate) Child);
+
+impl Running {
+    /// Stops the process with SIGTERM; returns what it printed on stderr
+    /// (stderr must be piped).
+    pub(crate) fn stop(&mut self) -> String {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.0.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("stderr");
+        }
+        let status = self.0.wait().expect("wait");
+        assert!(status.success(), "exit {status}: {stderr}");
+        stderr
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub(crate) fn p2pd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2pd"));
+    cmd.env_remove("P2PD_CONFIG").env_remove("RUST_LOG");
+    cmd
+}
+
+/// `p2pd broker` on loopback `port`, once it accepts connections.
+pub(crate) fn start_broker(port: u16) -> Running {
+    let broker = Running(
+        p2pd()
+            .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("broker"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the broker never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    broker
+}
+
+/// A broker and a node on loopback, with the config they share; `extra`
+/// goes into the config's `[connect]` table.
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: std::path::PathBuf,
+    pub(crate) addr: String,
+    pub(crate) broker: Running,
+    pub(crate) node: Running,
+}
+
+pub(crate) fn setup(extra: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = write_config(dir.path(), port, extra);
+    let broker = start_broker(port);
+    let (node, addr) = start_node(&config);
+    Setup {
+        dir,
+        config,
+        addr,
+        broker,
+        node,
+    }
+}
+
+/// A config in `dir` for loopback with the broker on `port`; `extra` is
+/// appended inside `[connect]` (it may open tables of its own).
+pub(crate) fn write_config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("p2pd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[signaling]\nbrokers = [\"mqtt://127.0.0.1:{port}\"]\n[stun]\nservers = []\n[ntp]\nservers = []\n\
+             [connect]\ndirect_ms = 1000\nreverse_ms = 3000\n{extra}"
+        ),
+    )
+    .expect("config");
+    config
+}
+
+/// `p2pd node` with `config` (stderr piped), and the address it printed.
+pub(crate) fn start_node(config: &std::path::Path) -> (Running, String) {
+    let mut node = Running(
+        p2pd()
+            .arg("--config")
+            .arg(config)
+            .arg("node")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node"),
+    );
+    let mut first = String::new();
+    BufReader::new(node.0.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the node prints its address");
+    let addr = first.trim().to_owned();
+    assert!(addr.parse::<p2pd_proto::addr::PeerAddr>().is_ok(), "{addr}");
+    (node, addr)
+}
+
+/// The numbers of a node's stop line, by the word after each.
+pub(crate) fn stop_counts(stderr: &str) -> std::collections::HashMap<String, u64> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("stopped; signaling:"))
+        .unwrap_or_else(|| panic!("no stop line: {stderr}"));
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == ':')
+        .filter(|w| !w.is_empty())
+        .collect();
+    words
+        .windows(2)
+        .filter_map(|w| Some((w[1].to_owned(), w[0].parse().ok()?)))
+        .collect()
+}
+
+/// `p2pd connect ADDR --json` with `input`: whether it succeeded, its JSON
+/// line and what it printed.
+pub(crate) fn connect(
+    config: &std::path::Path,
+    addr: &str,
+    strategy: &str,
+    input: &[u8],
+) -> (bool, serde_json::Value, String) {
+    let mut connect = p2pd()
+        .arg("--config")
+        .arg(config)
+        .args([
+            "connect",
+            addr,
+            "--json",
+            "--strategies",
+            strategy,
+            "--linger",
+            "0.5",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("connect");
+    connect
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    let out = connect.wait_with_output().expect("connect ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let info = stderr
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line: {stderr}"));
+    (
+        out.status.success(),
+        info,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
