@@ -11,6 +11,7 @@
 
 pub mod bind;
 pub mod daemon;
+pub mod fd_limit;
 pub mod handshake;
 pub mod interfaces;
 pub mod pipe;

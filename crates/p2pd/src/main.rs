@@ -42,6 +42,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // Every connection is a descriptor: use what the hard limit allows.
+    if let Err(err) = p2pd_net::fd_limit::raise() {
+        tracing::debug!(%err, "cannot raise the open-file limit");
+    }
     let settings = match config::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(err) => {

@@ -296,7 +296,10 @@ fn forged_signals_are_dropped_and_counted() {
     .expect("signal");
     let log = lab.dir().join("node-a.log");
     let stats = wait_for_line(&log, |l| l.contains("stopped;"));
-    assert!(stats.contains(": 0 accepted, 1 forged,"), "{stats}");
+    assert!(
+        stats.contains(": 1 received, 0 accepted;") && stats.contains(" 1 forged,"),
+        "{stats}"
+    );
 }
 
 /// Polls a log file until a line satisfies `wanted`.

@@ -11,14 +11,14 @@ use p2pd_net::pipe::Pipe;
 use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions};
 use p2pd_net::wall_clock::unix_ms;
 use p2pd_proto::addr::{NodeId, PeerAddr};
-use p2pd_proto::connect::ReverseToken;
+use p2pd_proto::connect::{ReverseToken, candidates_for};
 use p2pd_proto::signal::{Body, Inbox, Signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::binds::{self, Binds};
 use super::command::Command;
-use super::dialback::{Admission, DialBack, dialable};
+use super::dialback::{Admission, DialBack, Here, dialable};
 use super::{DISCOVERY_LIMIT, Shared, Status, inbound};
 use crate::candidates::{Candidates, Reflexive};
 use crate::discovery;
@@ -77,10 +77,10 @@ impl Actor {
         };
         let me = actor.parts.me.clone();
         let hooks = actor.parts.shared.hooks.subscribe();
-        actor
-            .parts
-            .daemon
-            .add_accept_cb(move |conn| inbound::on_accept(conn, me.clone(), hooks.clone()));
+        let anonymous = inbound::Anonymous::for_fd_limit(p2pd_net::fd_limit::current());
+        actor.parts.daemon.add_accept_cb(move |conn| {
+            inbound::on_accept(conn, me.clone(), hooks.clone(), &anonymous);
+        });
         actor
     }
 
@@ -218,20 +218,31 @@ impl Actor {
             tracing::debug!(%from, "dial back refused: too many requests");
             return;
         }
-        let Some(permits) = self.admission.admit(from) else {
+        let shared = &self.parts.shared;
+        let dsts = candidates_for(&ours, &shared.lan_nets, &asker);
+        let host: Vec<std::net::IpAddr> = self
+            .parts
+            .addr
+            .borrow()
+            .endpoints()
+            .flat_map(|e| [e.external, e.internal])
+            .collect();
+        let here = Here {
+            host: &host,
+            lans: &shared.lan_nets,
+        };
+        let Some((permits, dsts)) = self.admission.admit(from, &dsts, here) else {
             tracing::debug!(%from, "dial back refused: too many");
             return;
         };
         self.answered.insert(token, now);
-        let shared = &self.parts.shared;
         let dial_back = DialBack {
             me: shared.identity.clone(),
             encrypt: shared.config.connect.encrypt,
             asker,
             token,
             permits,
-            ours,
-            nets: shared.lan_nets.clone(),
+            dsts,
             budget: shared.config.connect.budgets.reverse,
             hooks: shared.hooks.subscribe(),
             stop: self.stop.clone(),

@@ -2,14 +2,14 @@
 //! node dial, how many dial-backs run at once, and the dial-back itself.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use p2pd_net::handshake::{self, Asking, Setup};
 use p2pd_net::pipe::{Pipe, PipeConfig};
 use p2pd_proto::addr::{NodeId, PeerAddr};
-use p2pd_proto::connect::{ReverseToken, candidates_for};
+use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::signal::Identity;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -17,54 +17,141 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbound::{self, Hooks};
 
-/// Dial-back connections a node keeps at once, and per asking peer: a
-/// signed request names the asker, but the asker picks the address, so a
-/// stranger must not be able to make a node open connections without
-/// bound.
+/// Dial-back connections a node keeps at once, per asking peer, and per
+/// network dialled: a signed request names the asker, but the asker picks
+/// the address and keys cost nothing, so neither a stranger nor a crowd of
+/// throwaway keys behind one address may hold the node's slots.
 const MAX_DIALBACKS: usize = 64;
 const MAX_DIALBACKS_PER_PEER: usize = 4;
+const MAX_DIALBACKS_PER_NET: usize = 8;
+/// Dial-backs toward this host or its LAN at once, in all and per asker:
+/// two nodes on one machine or LAN need one each, and a stranger must not
+/// turn the node into a scanner of its own network.
+const MAX_LOCAL_DIALBACKS: usize = 8;
+const MAX_LOCAL_DIALBACKS_PER_PEER: usize = 1;
+/// A dial-back whose handshake has not proved the asker's key by then is
+/// closed, whatever the asker's budget.
+const DIALBACK_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Counts live dial-backs; a dial-back holds its permits until its
 /// connection (or the attempt) ends.
 #[derive(Debug)]
 pub(crate) struct Admission {
     total: Arc<Semaphore>,
-    per_peer: HashMap<NodeId, Arc<Semaphore>>,
+    local: Arc<Semaphore>,
+    per_peer: Keyed<NodeId>,
+    per_net: Keyed<IpAddr>,
+    local_per_peer: Keyed<NodeId>,
+}
+
+/// One semaphore per key, forgotten when none of its permits is out, so
+/// the map stays as small as the number of keys being served.
+#[derive(Debug)]
+struct Keyed<K> {
+    limit: usize,
+    map: HashMap<K, Arc<Semaphore>>,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Keyed<K> {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            map: HashMap::new(),
+        }
+    }
+
+    fn acquire(&mut self, key: K) -> Option<OwnedSemaphorePermit> {
+        let limit = self.limit;
+        self.map.retain(|_, s| s.available_permits() < limit);
+        self.map
+            .entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .clone()
+            .try_acquire_owned()
+            .ok()
+    }
 }
 
 /// A dial-back's share of [`Admission`]; dropping it frees the slots.
 #[derive(Debug)]
 pub(crate) struct Permits {
-    _total: OwnedSemaphorePermit,
-    _peer: OwnedSemaphorePermit,
+    _held: Vec<OwnedSemaphorePermit>,
+}
+
+/// What a dial-back may dial: this host's addresses and networks, against
+/// which the asker's addresses are judged near (this host or its LAN).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Here<'a> {
+    pub(crate) host: &'a [IpAddr],
+    pub(crate) lans: &'a [ipnet::IpNet],
+}
+
+impl Here<'_> {
+    fn is_local(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_loopback() || self.host.contains(&ip) || self.lans.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// The unit a dial-back limit counts: an IPv4 address, or an IPv6 /64
+/// (one host's share of a subnet).
+fn network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
 }
 
 impl Admission {
     pub(crate) fn new() -> Self {
         Self {
             total: Arc::new(Semaphore::new(MAX_DIALBACKS)),
-            per_peer: HashMap::new(),
+            local: Arc::new(Semaphore::new(MAX_LOCAL_DIALBACKS)),
+            per_peer: Keyed::new(MAX_DIALBACKS_PER_PEER),
+            per_net: Keyed::new(MAX_DIALBACKS_PER_NET),
+            local_per_peer: Keyed::new(MAX_LOCAL_DIALBACKS_PER_PEER),
         }
     }
 
-    /// Slots for one more dial-back to `peer`, if both the node's and the
-    /// peer's limits allow it.
-    pub(crate) fn admit(&mut self, peer: NodeId) -> Option<Permits> {
-        // Peers with no live dial-back are forgotten, so the map stays as
-        // small as the number of peers being answered.
-        self.per_peer
-            .retain(|_, s| s.available_permits() < MAX_DIALBACKS_PER_PEER);
-        let mine = self
-            .per_peer
-            .entry(peer)
-            .or_insert_with(|| Arc::new(Semaphore::new(MAX_DIALBACKS_PER_PEER)))
-            .clone();
-        let peer = mine.try_acquire_owned().ok()?;
-        let total = self.total.clone().try_acquire_owned().ok()?;
-        Some(Permits {
-            _total: total,
-            _peer: peer,
-        })
+    /// Slots for one more dial-back by `peer`, and which of `dsts` it may
+    /// dial: those whose network still has room (a crowd behind one
+    /// address does not block the asker's other addresses), and those near
+    /// `here` only within the local limits. `None` when nothing may be
+    /// dialled.
+    pub(crate) fn admit(
+        &mut self,
+        peer: NodeId,
+        dsts: &[SocketAddr],
+        here: Here<'_>,
+    ) -> Option<(Permits, Vec<SocketAddr>)> {
+        let mut held = vec![
+            self.per_peer.acquire(peer)?,
+            self.total.clone().try_acquire_owned().ok()?,
+        ];
+        let mut local_ok = None;
+        let mut nets: HashMap<IpAddr, bool> = HashMap::new();
+        let mut admitted = Vec::new();
+        for dst in dsts {
+            let net = network(dst.ip());
+            let net_ok = *nets
+                .entry(net)
+                .or_insert_with(|| self.per_net.acquire(net).map(|p| held.push(p)).is_some());
+            let near_ok = !here.is_local(dst.ip())
+                || *local_ok.get_or_insert_with(|| {
+                    let permits = self
+                        .local_per_peer
+                        .acquire(peer)
+                        .zip(self.local.clone().try_acquire_owned().ok());
+                    permits.map(|(a, b)| held.extend([a, b])).is_some()
+                });
+            if net_ok && near_ok {
+                admitted.push(*dst);
+            }
+        }
+        (!admitted.is_empty()).then(|| (Permits { _held: held }, admitted))
     }
 }
 
@@ -72,13 +159,15 @@ impl Admission {
 /// multicast, broadcast or unspecified addresses, and loopback only when
 /// this node itself is on loopback alone (`offline`: same machine);
 /// otherwise a stranger could point us at services on this host.
+/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they are.
 pub(crate) fn dialable(asker: &PeerAddr, offline: bool) -> bool {
     let broadcast = IpAddr::from([255, 255, 255, 255]);
     asker.endpoints().all(|e| {
         [e.external, e.internal].iter().all(|ip| {
+            let ip = ip.to_canonical();
             !ip.is_unspecified()
                 && !ip.is_multicast()
-                && *ip != broadcast
+                && ip != broadcast
                 && (offline || !ip.is_loopback())
         })
     })
@@ -93,9 +182,8 @@ pub(crate) struct DialBack {
     pub(crate) asker: PeerAddr,
     pub(crate) token: ReverseToken,
     pub(crate) permits: Permits,
-    /// Our external IPs and networks, to pick the asker's addresses.
-    pub(crate) ours: Vec<IpAddr>,
-    pub(crate) nets: Vec<ipnet::IpNet>,
+    /// The asker's addresses to dial.
+    pub(crate) dsts: Vec<SocketAddr>,
     pub(crate) budget: Duration,
     pub(crate) hooks: watch::Receiver<Hooks>,
     pub(crate) stop: CancellationToken,
@@ -108,18 +196,19 @@ impl DialBack {
     /// node stops. The asker keeps the first that reaches it and closes the
     /// rest, so which one wins is its choice, not a race on this side.
     pub(crate) async fn run(self) {
+        let limit = self.budget.min(DIALBACK_DEADLINE);
         let asking = Asking {
             encrypt: self.encrypt,
             token: Some(self.token),
-            limit: self.budget,
+            limit,
         };
         let mut config = PipeConfig::default();
-        config.connect_timeout(self.budget);
+        config.connect_timeout(limit);
         // Served from its first message on: the asker may send at once.
         let hooks = self.hooks.clone();
         let serve: Setup = Arc::new(move |pipe: &Pipe| inbound::serve_all(pipe, hooks.clone()));
         let mut dials = JoinSet::new();
-        for dst in candidates_for(&self.ours, &self.nets, &self.asker) {
+        for dst in self.dsts.iter().copied() {
             let (me, asker, config) = (self.me.clone(), self.asker.node_id, config.clone());
             let serve = serve.clone();
             dials.spawn(async move {
@@ -185,28 +274,101 @@ mod tests {
         assert!(!dialable(&addr("255.255.255.255"), false));
     }
 
+    const NOWHERE: Here<'static> = Here {
+        host: &[],
+        lans: &[],
+    };
+
+    fn far(n: u8) -> Vec<SocketAddr> {
+        vec![SocketAddr::from(([198, 18, 1, n], 4000))]
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_judged_as_ipv4() {
+        let v6 = |ip: &str| -> PeerAddr {
+            format!("-0-[0,{ip},{ip},4000,1,1,0]-{ID}")
+                .parse()
+                .expect("valid")
+        };
+        assert!(!dialable(&v6("::ffff:127.0.0.1"), false));
+        assert!(!dialable(&v6("::ffff:0.0.0.0"), true));
+        assert!(!dialable(&v6("::ffff:224.0.0.1"), false));
+        assert!(dialable(&v6("::ffff:198.18.0.7"), false));
+    }
+
     #[test]
     fn admission_bounds_each_peer_and_the_node() {
         let mut admission = Admission::new();
         let peer = |n: u8| NodeId([n; 32]);
-        let mine: Vec<Permits> = (0..MAX_DIALBACKS_PER_PEER)
-            .map(|_| admission.admit(peer(0)).expect("within the peer's limit"))
+        let mine: Vec<_> = (0..MAX_DIALBACKS_PER_PEER)
+            .map(|_| {
+                admission
+                    .admit(peer(0), &far(0), NOWHERE)
+                    .expect("within the peer's limit")
+            })
             .collect();
-        assert!(admission.admit(peer(0)).is_none(), "the peer's limit");
+        assert!(
+            admission.admit(peer(0), &far(1), NOWHERE).is_none(),
+            "the peer's limit"
+        );
         drop(mine);
-        assert!(admission.admit(peer(0)).is_some(), "slots come back");
+        assert!(
+            admission.admit(peer(0), &far(0), NOWHERE).is_some(),
+            "slots come back"
+        );
 
         let mut held = Vec::new();
         for n in 1..=u8::MAX {
-            match admission.admit(peer(n)) {
+            match admission.admit(peer(n), &far(n), NOWHERE) {
                 Some(p) => held.push(p),
                 None => break,
             }
         }
         assert_eq!(held.len(), MAX_DIALBACKS, "the node's limit");
         assert!(
-            admission.per_peer.len() <= MAX_DIALBACKS + 1,
+            admission.per_peer.map.len() <= MAX_DIALBACKS + 1,
             "only peers with live dial-backs are remembered"
         );
+    }
+
+    #[test]
+    fn many_keys_behind_one_address_share_its_limit() {
+        let mut admission = Admission::new();
+        let v6 = |last: u16| SocketAddr::from(([0x2001, 0xdb8, 0, 1, 0, 0, 0, last], 4000));
+        let held: Vec<_> = (0..=u8::MAX)
+            .map_while(|n| admission.admit(NodeId([n; 32]), &[v6(u16::from(n))], NOWHERE))
+            .collect();
+        assert_eq!(held.len(), MAX_DIALBACKS_PER_NET, "a /64 is one network");
+        let both = [v6(999), far(10)[0]];
+        let (_, dialled) = admission
+            .admit(NodeId([1; 32]), &both, NOWHERE)
+            .expect("the other address still gets in");
+        assert_eq!(dialled, far(10), "the full network is left out");
+    }
+
+    #[test]
+    fn dial_backs_to_this_host_or_lan_are_few_and_one_per_asker() {
+        let host = [IpAddr::from([192, 168, 1, 5])];
+        let lans: Vec<ipnet::IpNet> = vec!["192.168.1.0/24".parse().expect("net")];
+        let here = Here {
+            host: &host,
+            lans: &lans,
+        };
+        let to = |last: u8| vec![SocketAddr::from(([192, 168, 1, last], 80))];
+        let mut admission = Admission::new();
+        let first = admission.admit(NodeId([1; 32]), &to(5), here).expect("one");
+        assert!(
+            admission.admit(NodeId([1; 32]), &to(6), here).is_none(),
+            "one local dial-back per asker"
+        );
+        let others: Vec<_> = (2..=u8::MAX)
+            .map_while(|n| admission.admit(NodeId([n; 32]), &to(n), here))
+            .collect();
+        assert_eq!(others.len() + 1, MAX_LOCAL_DIALBACKS);
+        assert!(
+            admission.admit(NodeId([200; 32]), &far(3), here).is_some(),
+            "far dial-backs are not held up"
+        );
+        drop(first);
     }
 }
