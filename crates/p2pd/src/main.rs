@@ -40,7 +40,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     init_tracing();
     // Every connection is a descriptor: use what the hard limit allows.
     if let Err(err) = p2pd_net::fd_limit::raise() {
@@ -77,9 +80,42 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             output::error_chain(&err);
-            ExitCode::from(1)
+            if err.is::<cmd::Usage>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
+}
+
+/// Help and version go out whole; a usage error is one line (clap's first,
+/// with where to look for more) and exit 2.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = err.print();
+        return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    // clap's message is its first paragraph; usage and hints follow.
+    let text = err.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("{} (see --help)", message.join(" "));
+    ExitCode::from(2)
 }
 
 /// The tokio runtime networking commands run on.

@@ -80,12 +80,43 @@ fn a_missing_config_file_is_a_one_line_error() {
 }
 
 #[test]
-fn bad_arguments_exit_2() {
+fn bad_arguments_exit_2_with_one_line() {
+    let id = "a".repeat(64);
+    let good_addr = format!("-0-0-{id}");
+    for args in [
+        &["interfaces", "--no-such-flag"][..],
+        &["no-such-command"],
+        &["connect"],
+        &["connect", "-0-0-nothex"],
+        &["connect", &good_addr, "--linger", "99999"],
+        &["connect", &good_addr, "--linger", "-1"],
+        &["broker", "--listen", "nowhere"],
+    ] {
+        let out = p2pd(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_empty_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = config_file("[stun]\nservers = []\n[node]\ndata_dir = \"\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_p2pd"))
+        .args(["--config", file.path(), "node"])
+        .current_dir(dir.path())
+        .env_remove("P2PD_CONFIG")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("data_dir"), "{stderr}");
     assert_eq!(
-        p2pd(&["interfaces", "--no-such-flag"], None).status.code(),
-        Some(2)
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        0,
+        "nothing written to the current directory"
     );
-    assert_eq!(p2pd(&["no-such-command"], None).status.code(), Some(2));
 }
 
 #[test]

@@ -93,7 +93,7 @@ fn a_bad_address_is_a_one_line_error() {
         .args(["connect", "-0-0-nothex"])
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("node id"), "{stderr}");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use p2pd_node::Node;
 use p2pd_node::config::{NodeConfig, Role, Strategy};
 use p2pd_proto::addr::PeerAddr;
@@ -30,9 +30,12 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: &Args, mut config: NodeConfig) -> anyhow::Result<bool> {
-    let peer: PeerAddr = args.addr.parse().context("bad peer address")?;
+    let peer: PeerAddr = args
+        .addr
+        .parse()
+        .map_err(|err| super::Usage(format!("bad peer address: {err}")))?;
     if !(0.0..=86_400.0).contains(&args.linger) {
-        bail!("--linger must be between 0 and 86400 seconds");
+        return Err(super::Usage("--linger must be between 0 and 86400 seconds".into()).into());
     }
     // A node that only opens this one connection (see `Role::Client`).
     config.role = Role::Client;

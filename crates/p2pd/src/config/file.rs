@@ -36,7 +36,25 @@ pub(super) struct File {
 struct NodeTable {
     port: Option<u16>,
     interfaces: Option<Vec<String>>,
-    data_dir: Option<PathBuf>,
+    data_dir: Option<DataDir>,
+}
+
+/// A data directory: never empty, which would put the identity key in
+/// whatever the current directory happens to be.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "PathBuf")]
+struct DataDir(PathBuf);
+
+impl TryFrom<PathBuf> for DataDir {
+    type Error = &'static str;
+
+    fn try_from(path: PathBuf) -> Result<Self, Self::Error> {
+        if path.as_os_str().is_empty() {
+            Err("data_dir must not be empty (leave it out for a throwaway identity)")
+        } else {
+            Ok(Self(path))
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,7 +187,7 @@ impl File {
         let mut node = NodeConfig::default();
         node.port = self.node.port.unwrap_or(0);
         node.interfaces = self.node.interfaces.unwrap_or_default();
-        node.data_dir = self.node.data_dir;
+        node.data_dir = self.node.data_dir.map(|DataDir(path)| path);
         node.brokers = self
             .signaling
             .brokers
@@ -300,6 +318,13 @@ mod tests {
             }) => (line, key, message),
             other => panic!("expected an invalid config, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_empty_data_dir_is_refused() {
+        let (line, _, message) = invalid("[node]\ndata_dir = \"\"\n");
+        assert_eq!(line, Some(2));
+        assert!(message.contains("must not be empty"), "{message}");
     }
 
     #[test]

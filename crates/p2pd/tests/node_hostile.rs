@@ -1,0 +1,160 @@
+//! Strangers against the node's dial-backs and descriptors: the node keeps
+//! serving genuine peers while they try to use up what it has.
+
+mod common;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::mqtt::Raw;
+use common::{Running, connect, free_port, start_broker, write_config};
+use p2pd_proto::addr::PeerAddr;
+use p2pd_proto::signal::{Body, Identity, Signal, seal};
+use rumqttc::mqttbytes::QoS;
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .expect("random");
+    bytes
+}
+
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    u64::try_from(since.as_millis()).expect("ms")
+}
+
+/// `p2pd node` run through `sh`, so a shell limit can be set first.
+fn start_node_sh(config: &std::path::Path, prefix: &str) -> (Running, String) {
+    let script = format!("{prefix} exec \"$0\" --config \"$1\" node",);
+    let mut node = Running(
+        std::process::Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_p2pd")])
+            .arg(config)
+            .env_remove("P2PD_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node"),
+    );
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(node.0.stdout.take().expect("stdout")),
+        &mut first,
+    )
+    .expect("the node prints its address");
+    (node, first.trim().to_owned())
+}
+
+#[test]
+fn throwaway_keys_behind_one_address_cannot_take_every_dial_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let _broker = start_broker(port);
+    // On loopback alone, so reverse requests may point at 127.0.0.x.
+    let config = write_config(dir.path(), port, "[node]\ninterfaces = [\"lo\"]\n");
+    let (_node, addr) = start_node_sh(&config, "");
+    let node: PeerAddr = addr.parse().expect("address");
+    assert!(
+        node.endpoints().all(|e| e.external.is_loopback()),
+        "a loopback node: {addr}"
+    );
+    // A listener that accepts and holds, on an address of its own.
+    let holder = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), 0)).expect("bind");
+    let hold_port = holder.local_addr().expect("addr").port();
+    let (accepted, held) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in holder.incoming() {
+            let Ok(conn) = conn else { return };
+            if accepted.send(conn).is_err() {
+                return;
+            }
+        }
+    });
+    let mut attacker = Raw::connect(port, "attacker", true);
+    let topic = format!("p2pd/{}", node.node_id);
+    for _key in 0..16 {
+        let me = Identity::from_secret(random());
+        let asker = format!("0-[0,127.0.0.2,127.0.0.2,{hold_port},1,1,0]-0-{}", me.id());
+        for _ in 0..4 {
+            let token: [u8; 16] = random();
+            let request = Signal {
+                id: format!("{:032x}", u128::from_be_bytes(random())),
+                sent_ms: unix_ms(),
+                body: Body::Reverse {
+                    token: token.iter().map(|b| format!("{b:02x}")).collect(),
+                    addr: asker.clone(),
+                },
+            };
+            let envelope = seal(&me, &node.node_id, &request, random()).expect("seal");
+            attacker.publish(&topic, QoS::AtMostOnce, false, &envelope);
+        }
+    }
+    // The node dials back as many as its limit for that address allows.
+    let mut holding: Vec<TcpStream> = Vec::new();
+    while let Ok(conn) = held.recv_timeout(Duration::from_secs(2)) {
+        holding.push(conn);
+        if holding.len() == 64 {
+            break;
+        }
+    }
+    assert!(!holding.is_empty(), "the node dialled back at all");
+    assert!(
+        holding.len() <= 8,
+        "{} dial-backs to one address",
+        holding.len()
+    );
+    // While they hold, a genuine reverse connect gets its dial-back.
+    let (ok, info, stdout) = connect(&config, &addr, "reverse", b"ECHO genuine");
+    assert!(ok, "{info}");
+    assert_eq!(stdout, "genuine");
+    drop(holding);
+}
+
+#[test]
+fn a_thousand_idle_strangers_do_not_use_up_the_descriptors() {
+    // Room in the test itself for its side of the connections.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).expect("limit");
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+        .expect("raise");
+    if hard < 4096 {
+        eprintln!("SKIPPED: the hard open-file limit ({hard}) leaves no room for the test");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let _broker = start_broker(port);
+    let config = write_config(dir.path(), port, "");
+    // The common default: 1,024 open files.
+    let (_node, addr) = start_node_sh(&config, "ulimit -n 1024 &&");
+    let peer: PeerAddr = addr.parse().expect("address");
+    let endpoint = peer.endpoints().next().expect("an entry");
+    let server = std::net::SocketAddr::new(endpoint.external, endpoint.port);
+    let idle: Vec<TcpStream> = (0..1_100)
+        .filter_map(|_| TcpStream::connect_timeout(&server, Duration::from_secs(2)).ok())
+        .collect();
+    assert!(idle.len() > 1_024, "only {} connections opened", idle.len());
+    for strategy in ["direct", "reverse"] {
+        let (ok, info, stdout) = connect(&config, &addr, strategy, b"ECHO still here");
+        assert!(ok, "{strategy}: {info}");
+        assert_eq!(stdout, "still here", "{strategy}");
+    }
+    // A plain client gets ECHO once idle strangers are gone.
+    drop(idle);
+    let mut plain = TcpStream::connect(server).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    plain.write_all(b"ECHO plain").expect("write");
+    let mut got = [0u8; 5];
+    std::io::Read::read_exact(&mut plain, &mut got).expect("answer");
+    assert_eq!(&got, b"plain");
+}
