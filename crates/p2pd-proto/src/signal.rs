@@ -1,15 +1,23 @@
 //! Signaling messages between nodes: sealed to the recipient's key,
 //! authenticated by the sender's, fresh and never replayed (DESIGN.md
-//! "Identity and signaling").
+//! "Identity and signaling"). Nobody but the recipient learns who sent one.
 //!
 //! ```text
-//! envelope = version (1) | sender key (32) | nonce (24) | XChaCha20-Poly1305(json body)
-//! key      = HKDF-SHA256(X25519(my secret, their key), salt "p2pd-signal-v1",
-//!                        info = sender key | recipient key)
+//! envelope = version (2) | E (32) | AEAD(k_hide, S) (48) | AEAD(k_body, json body)
+//! es       = X25519(e, R)      ss = X25519(s, R)      (the recipient: r with E and S)
+//! k_hide   = HKDF-SHA256(es,      salt "p2pd-signal-v2", info "hide" | E | R)
+//! k_body   = HKDF-SHA256(es | ss, salt "p2pd-signal-v2", info "body" | E | R | S)
 //! ```
 //!
-//! Only the holder of the sender's or the recipient's secret can make an
-//! envelope that opens, so a message that opens came from the key it names.
+//! `e`/`E` is a key pair made for the one envelope, `s`/`S` the sender's
+//! static pair (its node id), `R` the recipient's. The sender's id travels
+//! encrypted under `es`, as in Noise IK's first message, so someone who
+//! watches a public broker sees only random keys; a later leak of the
+//! sender's secret does not open its past envelopes (a leak of the
+//! recipient's does). Each key seals one message, so the AEAD nonce is
+//! fixed. Only the holder of `s` (or of `r`) can make a body that opens
+//! under `k_body`, so a message that opens came from the key it names.
+//!
 //! The body carries a random id and the sender's wall-clock time: the
 //! [`Inbox`] drops (and counts) envelopes that fail to open, are malformed,
 //! are older or newer than the window, were sent before the inbox existed
@@ -30,8 +38,13 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use crate::addr::NodeId;
 
 /// Envelope format version.
-const VERSION: u8 = 1;
-const HEADER: usize = 1 + 32 + 24;
+const VERSION: u8 = 2;
+/// The sender's key, sealed: 32 bytes and the AEAD tag.
+const HIDDEN_SENDER: usize = 32 + 16;
+const HEADER: usize = 1 + 32 + HIDDEN_SENDER;
+const SALT: &[u8] = b"p2pd-signal-v2";
+/// Every key seals one message only.
+const NONCE: [u8; 24] = [0; 24];
 /// Messages this far from our clock, either way, are dropped.
 pub const WINDOW_MS: u64 = 30_000;
 /// Envelopes larger than this are dropped unopened.
@@ -102,25 +115,31 @@ impl Identity {
             .was_contributory()
     }
 
-    fn key_with(
-        &self,
-        peer: &NodeId,
-        sender: &NodeId,
-        recipient: &NodeId,
-    ) -> Option<XChaCha20Poly1305> {
-        let shared = self.secret.diffie_hellman(&PublicKey::from(peer.0));
-        // A low-order peer key gives a predictable secret: refuse it.
-        if !shared.was_contributory() {
-            return None;
-        }
-        let hk = Hkdf::<Sha256>::new(Some(b"p2pd-signal-v1"), shared.as_bytes());
-        let mut info = [0u8; 64];
-        info[..32].copy_from_slice(&sender.0);
-        info[32..].copy_from_slice(&recipient.0);
-        let mut key = [0u8; 32];
-        hk.expand(&info, &mut key).ok()?;
-        Some(XChaCha20Poly1305::new((&key).into()))
+    /// X25519 with `peer`, refusing a low-order key (such as all zeros),
+    /// which gives a secret anyone can compute.
+    fn agree(&self, peer: &[u8; 32]) -> Option<[u8; 32]> {
+        agree(&self.secret, peer)
     }
+}
+
+fn agree(secret: &StaticSecret, peer: &[u8; 32]) -> Option<[u8; 32]> {
+    let shared = secret.diffie_hellman(&PublicKey::from(*peer));
+    shared.was_contributory().then(|| shared.to_bytes())
+}
+
+/// A one-message key from shared secrets, bound to the parties' keys.
+fn derive(secrets: &[&[u8; 32]], label: &[u8], parties: &[&[u8; 32]]) -> Option<XChaCha20Poly1305> {
+    let ikm: Vec<u8> = secrets.iter().flat_map(|s| s.iter().copied()).collect();
+    let info: Vec<u8> = label
+        .iter()
+        .copied()
+        .chain(parties.iter().flat_map(|p| p.iter().copied()))
+        .collect();
+    let mut key = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(SALT), &ikm)
+        .expand(&info, &mut key)
+        .ok()?;
+    Some(XChaCha20Poly1305::new((&key).into()))
 }
 
 /// What a signaling message asks.
@@ -153,31 +172,47 @@ pub struct Signal {
     pub body: Body,
 }
 
-/// Seals `signal` from `me` to `to`. `nonce` must be random.
-pub fn seal(me: &Identity, to: &NodeId, signal: &Signal, nonce: [u8; 24]) -> Option<Vec<u8>> {
-    seal_bytes(me, to, &serde_json::to_vec(signal).ok()?, nonce)
+/// Seals `signal` from `me` to `to`. `ephemeral` must be random, and
+/// fresh for every envelope.
+pub fn seal(me: &Identity, to: &NodeId, signal: &Signal, ephemeral: [u8; 32]) -> Option<Vec<u8>> {
+    seal_bytes(me, to, &serde_json::to_vec(signal).ok()?, ephemeral)
 }
 
-fn seal_bytes(me: &Identity, to: &NodeId, plaintext: &[u8], nonce: [u8; 24]) -> Option<Vec<u8>> {
-    let cipher = me.key_with(to, &me.id, to)?;
-    let mut aad = [0u8; 1 + 64];
-    aad[0] = VERSION;
-    aad[1..33].copy_from_slice(&me.id.0);
-    aad[33..].copy_from_slice(&to.0);
-    let ciphertext = cipher
+fn seal_bytes(
+    me: &Identity,
+    to: &NodeId,
+    plaintext: &[u8],
+    ephemeral: [u8; 32],
+) -> Option<Vec<u8>> {
+    let e = StaticSecret::from(ephemeral);
+    let e_pub = PublicKey::from(&e).to_bytes();
+    let es = agree(&e, &to.0)?;
+    let ss = me.agree(&to.0)?;
+    let hide = derive(&[&es], b"hide", &[&e_pub, &to.0])?;
+    let body = derive(&[&es, &ss], b"body", &[&e_pub, &to.0, &me.id.0])?;
+    let mut out = Vec::with_capacity(HEADER + plaintext.len() + 16);
+    out.push(VERSION);
+    out.extend_from_slice(&e_pub);
+    let hidden = hide
         .encrypt(
-            XNonce::from_slice(&nonce),
+            XNonce::from_slice(&NONCE),
             Payload {
-                msg: plaintext,
-                aad: &aad,
+                msg: &me.id.0,
+                aad: &out,
             },
         )
         .ok()?;
-    let mut out = Vec::with_capacity(HEADER + ciphertext.len());
-    out.push(VERSION);
-    out.extend_from_slice(&me.id.0);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ciphertext);
+    out.extend_from_slice(&hidden);
+    let sealed = body
+        .encrypt(
+            XNonce::from_slice(&NONCE),
+            Payload {
+                msg: plaintext,
+                aad: &out,
+            },
+        )
+        .ok()?;
+    out.extend_from_slice(&sealed);
     Some(out)
 }
 
@@ -307,24 +342,31 @@ impl Inbox {
         if envelope.len() <= HEADER || envelope.len() > MAX_ENVELOPE || envelope[0] != VERSION {
             return Err(Rejected::Malformed);
         }
-        let mut sender = [0u8; 32];
-        sender.copy_from_slice(&envelope[1..33]);
-        let sender = NodeId(sender);
+        let (header, sealed) = envelope.split_at(HEADER);
+        let mut e_pub = [0u8; 32];
+        e_pub.copy_from_slice(&header[1..33]);
         let me = self.identity.id;
-        let cipher = self
-            .identity
-            .key_with(&sender, &sender, &me)
-            .ok_or(Rejected::Forged)?;
-        let mut aad = [0u8; 1 + 64];
-        aad[0] = VERSION;
-        aad[1..33].copy_from_slice(&sender.0);
-        aad[33..].copy_from_slice(&me.0);
-        let plaintext = cipher
+        let es = self.identity.agree(&e_pub).ok_or(Rejected::Forged)?;
+        let hide = derive(&[&es], b"hide", &[&e_pub, &me.0]).ok_or(Rejected::Forged)?;
+        let hidden = hide
             .decrypt(
-                XNonce::from_slice(&envelope[33..HEADER]),
+                XNonce::from_slice(&NONCE),
                 Payload {
-                    msg: &envelope[HEADER..],
-                    aad: &aad,
+                    msg: &header[33..],
+                    aad: &header[..33],
+                },
+            )
+            .map_err(|_| Rejected::Forged)?;
+        let sender = NodeId(hidden.try_into().map_err(|_| Rejected::Forged)?);
+        let ss = self.identity.agree(&sender.0).ok_or(Rejected::Forged)?;
+        let body =
+            derive(&[&es, &ss], b"body", &[&e_pub, &me.0, &sender.0]).ok_or(Rejected::Forged)?;
+        let plaintext = body
+            .decrypt(
+                XNonce::from_slice(&NONCE),
+                Payload {
+                    msg: sealed,
+                    aad: header,
                 },
             )
             .map_err(|_| Rejected::Forged)?;
@@ -397,7 +439,7 @@ mod tests {
         Identity::from_secret([2; 32])
     }
 
-    fn seal_json(me: &Identity, to: &NodeId, json: &[u8], nonce: [u8; 24]) -> Vec<u8> {
+    fn seal_json(me: &Identity, to: &NodeId, json: &[u8], nonce: [u8; 32]) -> Vec<u8> {
         seal_bytes(me, to, json, nonce).expect("seal")
     }
 
@@ -414,7 +456,7 @@ mod tests {
 
     #[test]
     fn sealed_for_bob_opens_for_bob_only() {
-        let envelope = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 24]).expect("seal");
+        let envelope = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 32]).expect("seal");
         let (from, opened) = Inbox::new(bob(), START)
             .open(NOW, 0, &envelope)
             .expect("opens");
@@ -428,8 +470,28 @@ mod tests {
     }
 
     #[test]
+    fn the_sender_is_hidden_from_everyone_but_the_recipient() {
+        let a = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 32]).expect("seal");
+        let b = seal(&alice(), &bob().id(), &signal("a", NOW), [8; 32]).expect("seal");
+        let id = alice().id().0;
+        for envelope in [&a, &b] {
+            assert!(
+                !envelope.windows(32).any(|w| w == id),
+                "the sender's key is not in the envelope"
+            );
+        }
+        assert_ne!(a[..HEADER], b[..HEADER], "nothing links two envelopes");
+        // Not even the sender can open what it sealed: its secret alone
+        // does not give the body key.
+        assert_eq!(
+            Inbox::new(alice(), START).open(NOW, 0, &a),
+            Err(Rejected::Forged)
+        );
+    }
+
+    #[test]
     fn a_forged_sender_or_flipped_bit_fails_authentication() {
-        let envelope = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 24]).expect("seal");
+        let envelope = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 32]).expect("seal");
         let mut inbox = Inbox::new(bob(), START);
         let mut claims_carol = envelope.clone();
         claims_carol[1..33].copy_from_slice(&Identity::from_secret([3; 32]).id().0);
@@ -448,7 +510,7 @@ mod tests {
 
     #[test]
     fn replays_within_the_window_are_dropped() {
-        let envelope = seal(&alice(), &bob().id(), &signal("once", NOW), [7; 24]).expect("seal");
+        let envelope = seal(&alice(), &bob().id(), &signal("once", NOW), [7; 32]).expect("seal");
         let mut inbox = Inbox::new(bob(), START);
         assert!(inbox.open(NOW, 0, &envelope).is_ok());
         assert_eq!(
@@ -456,7 +518,7 @@ mod tests {
             Err(Rejected::Replayed)
         );
         let same_id_new_nonce =
-            seal(&alice(), &bob().id(), &signal("once", NOW), [8; 24]).expect("seal");
+            seal(&alice(), &bob().id(), &signal("once", NOW), [8; 32]).expect("seal");
         assert_eq!(
             inbox.open(NOW + 1000, 0, &same_id_new_nonce),
             Err(Rejected::Replayed)
@@ -477,7 +539,7 @@ mod tests {
                 &alice(),
                 &bob().id(),
                 &signal(&sent.to_string(), sent),
-                [9; 24],
+                [9; 32],
             )
             .expect("seal");
             assert_eq!(inbox.open(NOW, 0, &envelope).is_ok(), ok, "sent at {sent}");
@@ -490,9 +552,9 @@ mod tests {
         // A message captured just before a restart with the same identity:
         // the new process has not seen its id, but refuses it by its time.
         let mut inbox = Inbox::new(bob(), NOW);
-        let before = seal(&alice(), &bob().id(), &signal("old", NOW - 1), [1; 24]).expect("seal");
+        let before = seal(&alice(), &bob().id(), &signal("old", NOW - 1), [1; 32]).expect("seal");
         assert_eq!(inbox.open(NOW + 6_000, 0, &before), Err(Rejected::Stale));
-        let after = seal(&alice(), &bob().id(), &signal("new", NOW), [2; 24]).expect("seal");
+        let after = seal(&alice(), &bob().id(), &signal("new", NOW), [2; 32]).expect("seal");
         assert!(inbox.open(NOW + 6_000, 0, &after).is_ok());
     }
 
@@ -508,7 +570,7 @@ mod tests {
                 &alice(),
                 &bob().id(),
                 &signal(&format!("f{n}"), NOW),
-                [n; 24],
+                [n; 32],
             )
             .expect("seal");
             let expected = if n < 3 {
@@ -519,10 +581,10 @@ mod tests {
             assert_eq!(inbox.open(NOW, 0, &envelope).map(|_| ()), expected, "{n}");
         }
         let carol = Identity::from_secret([3; 32]);
-        let other = seal(&carol, &bob().id(), &signal("c", NOW), [9; 24]).expect("seal");
+        let other = seal(&carol, &bob().id(), &signal("c", NOW), [9; 32]).expect("seal");
         assert!(inbox.open(NOW, 0, &other).is_ok(), "another sender gets in");
         let later = NOW + 2 * WINDOW_MS + 1;
-        let again = seal(&alice(), &bob().id(), &signal("f9", later), [8; 24]).expect("seal");
+        let again = seal(&alice(), &bob().id(), &signal("f9", later), [8; 32]).expect("seal");
         assert!(inbox.open(later, 0, &again).is_ok(), "the share frees up");
         assert_eq!(inbox.stats().overloaded, 2);
     }
@@ -536,10 +598,10 @@ mod tests {
         let mut inbox = Inbox::new(bob(), START).with_limits(limits);
         for n in 0..4u8 {
             let flooder = Identity::from_secret([10 + n; 32]);
-            let envelope = seal(&flooder, &bob().id(), &signal("x", NOW), [n; 24]).expect("seal");
+            let envelope = seal(&flooder, &bob().id(), &signal("x", NOW), [n; 32]).expect("seal");
             assert!(inbox.open(NOW, 0, &envelope).is_ok());
         }
-        let genuine = seal(&alice(), &bob().id(), &signal("g", NOW), [7; 24]).expect("seal");
+        let genuine = seal(&alice(), &bob().id(), &signal("g", NOW), [7; 32]).expect("seal");
         assert_eq!(inbox.open(NOW, 0, &genuine), Err(Rejected::Overloaded));
         assert!(
             inbox.open(NOW, 1, &genuine).is_ok(),
@@ -560,7 +622,7 @@ mod tests {
         .enumerate()
         {
             let json = format!(r#"{{"id":"u{n}","sent_ms":{NOW},"body":{body}}}"#);
-            let envelope = seal_json(&alice(), &bob().id(), json.as_bytes(), [n as u8; 24]);
+            let envelope = seal_json(&alice(), &bob().id(), json.as_bytes(), [n as u8; 32]);
             let expected = if n == 2 {
                 Ok(())
             } else {
@@ -597,7 +659,7 @@ mod tests {
         }
 
         #[test]
-        fn sealed_messages_round_trip(id in "[0-9a-f]{1,32}", skew in 0u64..59_000, nonce in proptest::prelude::any::<[u8; 24]>()) {
+        fn sealed_messages_round_trip(id in "[0-9a-f]{1,32}", skew in 0u64..59_000, nonce in proptest::prelude::any::<[u8; 32]>()) {
             let sent = NOW - 29_500 + skew;
             let original = signal(&id, sent);
             let envelope = seal(&alice(), &bob().id(), &original, nonce).expect("seal");
@@ -608,8 +670,8 @@ mod tests {
     #[test]
     fn a_low_order_key_is_refused() {
         let zero = NodeId([0; 32]);
-        assert!(seal(&alice(), &zero, &signal("a", NOW), [1; 24]).is_none());
-        let mut envelope = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 24]).expect("seal");
+        assert!(seal(&alice(), &zero, &signal("a", NOW), [1; 32]).is_none());
+        let mut envelope = seal(&alice(), &bob().id(), &signal("a", NOW), [7; 32]).expect("seal");
         envelope[1..33].copy_from_slice(&[0; 32]);
         assert_eq!(
             Inbox::new(bob(), START).open(NOW, 0, &envelope),
