@@ -267,9 +267,9 @@ fn forged_signals_are_dropped_and_counted() {
     let mut lab = lab(LabSpec::default().nat(Side::A, NatKind::PortRestrictedCone));
     let (addr, pid) = start_node(&mut lab, "node-a", "a");
     let node_id = addr.rsplit('-').next().expect("node id");
-    // An envelope claiming to come from another key, sealed with nothing.
+    // An envelope of the current version, sealed with nothing.
     let forged = lab.dir().join("forged.bin");
-    let mut bytes = vec![1u8];
+    let mut bytes = vec![2u8];
     bytes.extend((0..120u32).map(|i| (i * 37 % 251) as u8));
     std::fs::write(&forged, bytes).expect("write");
     let topic = format!("p2pd/{node_id}");

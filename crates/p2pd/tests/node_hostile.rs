@@ -105,6 +105,10 @@ fn throwaway_keys_behind_one_address_cannot_take_every_dial_back() {
             break;
         }
     }
+    eprintln!(
+        "64 requests from 16 keys: {} dial-backs held",
+        holding.len()
+    );
     assert!(!holding.is_empty(), "the node dialled back at all");
     assert!(
         holding.len() <= 8,
