@@ -53,6 +53,55 @@ fn start_node_sh(config: &std::path::Path, prefix: &str) -> (Running, String) {
     (node, first.trim().to_owned())
 }
 
+/// Publishes reverse requests signed by `me`, each asking to be dialled
+/// back at `asker`, to `node`'s topic.
+fn ask_reverse(port: u16, node: &PeerAddr, me: &Identity, asker: &str, count: usize) {
+    let mut raw = Raw::connect(port, &format!("asker-{}", me.id()), true);
+    let topic = format!("p2pd/{}", node.node_id);
+    for _ in 0..count {
+        let token: [u8; 16] = random();
+        let request = Signal {
+            id: format!("{:032x}", u128::from_be_bytes(random())),
+            sent_ms: unix_ms(),
+            body: Body::Reverse {
+                token: token.iter().map(|b| format!("{b:02x}")).collect(),
+                addr: asker.to_owned(),
+            },
+        };
+        let envelope = seal(me, &node.node_id, &request, random()).expect("seal");
+        raw.publish(&topic, QoS::AtMostOnce, false, &envelope);
+    }
+    raw.publish(&topic, QoS::AtLeastOnce, false, b"end");
+    let _ = raw.read();
+}
+
+/// Accepts and holds connections on `listener`; what it accepted arrives
+/// on the channel.
+fn hold(listener: TcpListener) -> mpsc::Receiver<TcpStream> {
+    let (accepted, held) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            if accepted.send(conn).is_err() {
+                return;
+            }
+        }
+    });
+    held
+}
+
+/// What arrives on `held` until it is quiet for 2 s (at most `max`).
+fn collect(held: &mpsc::Receiver<TcpStream>, max: usize) -> Vec<TcpStream> {
+    let mut got = Vec::new();
+    while got.len() < max {
+        match held.recv_timeout(Duration::from_secs(2)) {
+            Ok(conn) => got.push(conn),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
 #[test]
 fn throwaway_keys_behind_one_address_cannot_take_every_dial_back() {
     let dir = tempfile::tempdir().expect("dir");
@@ -69,42 +118,14 @@ fn throwaway_keys_behind_one_address_cannot_take_every_dial_back() {
     // A listener that accepts and holds, on an address of its own.
     let holder = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), 0)).expect("bind");
     let hold_port = holder.local_addr().expect("addr").port();
-    let (accepted, held) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in holder.incoming() {
-            let Ok(conn) = conn else { return };
-            if accepted.send(conn).is_err() {
-                return;
-            }
-        }
-    });
-    let mut attacker = Raw::connect(port, "attacker", true);
-    let topic = format!("p2pd/{}", node.node_id);
+    let held = hold(holder);
     for _key in 0..16 {
         let me = Identity::from_secret(random());
         let asker = format!("0-[0,127.0.0.2,127.0.0.2,{hold_port},1,1,0]-0-{}", me.id());
-        for _ in 0..4 {
-            let token: [u8; 16] = random();
-            let request = Signal {
-                id: format!("{:032x}", u128::from_be_bytes(random())),
-                sent_ms: unix_ms(),
-                body: Body::Reverse {
-                    token: token.iter().map(|b| format!("{b:02x}")).collect(),
-                    addr: asker.clone(),
-                },
-            };
-            let envelope = seal(&me, &node.node_id, &request, random()).expect("seal");
-            attacker.publish(&topic, QoS::AtMostOnce, false, &envelope);
-        }
+        ask_reverse(port, &node, &me, &asker, 4);
     }
     // The node dials back as many as its limit for that address allows.
-    let mut holding: Vec<TcpStream> = Vec::new();
-    while let Ok(conn) = held.recv_timeout(Duration::from_secs(2)) {
-        holding.push(conn);
-        if holding.len() == 64 {
-            break;
-        }
-    }
+    let holding = collect(&held, 64);
     eprintln!(
         "64 requests from 16 keys: {} dial-backs held",
         holding.len()
@@ -161,4 +182,45 @@ fn a_thousand_idle_strangers_do_not_use_up_the_descriptors() {
     let mut got = [0u8; 5];
     std::io::Read::read_exact(&mut plain, &mut got).expect("answer");
     assert_eq!(&got, b"plain");
+}
+
+#[test]
+fn dial_backs_toward_the_nodes_own_host_are_one_per_asker() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let _broker = start_broker(port);
+    let config = write_config(dir.path(), port, "");
+    let (_node, addr) = start_node_sh(&config, "");
+    let node: PeerAddr = addr.parse().expect("address");
+    let Some(own) = node
+        .endpoints()
+        .map(|e| e.external)
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+    else {
+        eprintln!("SKIPPED: this machine has no IPv4 address but loopback ({addr})");
+        return;
+    };
+    // A service of this host, on every address.
+    let holder = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+    let hold_port = holder.local_addr().expect("addr").port();
+    let held = hold(holder);
+    let me = Identity::from_secret(random());
+    let plain = format!("0-[0,{own},{own},{hold_port},1,1,0]-0-{}", me.id());
+    let mapped = format!(
+        "0-0-[0,::ffff:{own},::ffff:{own},{hold_port},1,1,0]-{}",
+        me.id()
+    );
+    ask_reverse(port, &node, &me, &plain, 4);
+    ask_reverse(port, &node, &me, &mapped, 4);
+    let holding = collect(&held, 8);
+    eprintln!(
+        "8 requests toward this host from one key: {} dial-backs",
+        holding.len()
+    );
+    assert_eq!(holding.len(), 1, "one dial-back toward this host per asker");
+    // Two nodes on one machine still reach each other meanwhile.
+    let (ok, info, stdout) = connect(&config, &addr, "reverse", b"ECHO neighbour");
+    assert!(ok, "{info}");
+    assert_eq!(stdout, "neighbour");
+    drop(holding);
 }
