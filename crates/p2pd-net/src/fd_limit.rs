@@ -6,9 +6,13 @@
 /// limit now in force.
 pub fn raise() -> std::io::Result<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    /// Where the hard limit is "unlimited", the kernel still refuses more
+    /// than its own maximum (Linux: 1,048,576 by default).
+    const CEILING: u64 = 1 << 20;
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let wanted = hard.min(CEILING);
+    if soft < wanted {
+        setrlimit(Resource::RLIMIT_NOFILE, wanted, hard)?;
     }
     Ok(current())
 }
@@ -27,6 +31,6 @@ mod tests {
         use nix::sys::resource::{Resource, getrlimit};
         let now = super::raise().expect("raise");
         let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("read");
-        assert_eq!((now, soft), (hard, hard));
+        assert_eq!((now, soft), (hard.min(1 << 20), hard.min(1 << 20)));
     }
 }

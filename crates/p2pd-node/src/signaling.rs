@@ -8,9 +8,10 @@
 //! message id. Envelopes are opaque here: sealing and opening are the
 //! node's.
 //!
-//! What others publish to our topic cannot knock us off a broker: on every
+//! What others retain on our topic cannot keep us off a broker: on every
 //! connect the node first clears any retained message there (an oversized
-//! one would break the link on every reconnect), and each broker has its
+//! one would break the link on every reconnect; a live oversized one still
+//! breaks it once, as rumqttc cannot skip a packet), and each broker has its
 //! own share of the queue toward the node, so a flood through one does not
 //! crowd out envelopes arriving through the others. Every message received
 //! is counted, under exactly one reason when it is dropped here.
@@ -37,9 +38,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Reconnect backoff bounds after a broker error.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Largest MQTT packet accepted: envelopes are small, but a larger one
-/// (dropped unread) must not break the connection, or a retained oversized
-/// message would keep the node deaf on that broker.
+/// Largest MQTT packet accepted: envelopes are small, and a larger one
+/// (dropped unread, counted) leaves the connection up; a packet past this
+/// breaks it (rumqttc cannot skip one).
 const MAX_PACKET: usize = 256 * 1024;
 /// A link counts as stable, and its reconnect backoff is reset, after
 /// staying up this long.
@@ -102,13 +103,6 @@ pub struct LinkStats {
     pub busy: u64,
 }
 
-impl LinkStats {
-    /// Received messages handed on to be opened.
-    pub fn passed(&self) -> u64 {
-        self.received - self.retained - self.oversized - self.busy
-    }
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     received: AtomicU64,
@@ -144,9 +138,9 @@ impl Signaling {
         let counters = Arc::new(Counters::default());
         let up = Arc::new(watch::Sender::new(vec![false; brokers.len()]));
         let mut links = Vec::new();
-        // The broker list is at most 255 long (an address names brokers by
-        // a one-byte index).
-        for (index, url) in brokers.iter().enumerate().take(usize::from(u8::MAX)) {
+        // An address names brokers by a one-byte index: at most 256.
+        for (via, url) in (0..=u8::MAX).zip(brokers) {
+            let index = usize::from(via);
             let client_id = format!("p2pd-{:016x}", rand::random::<u64>());
             let mut options = MqttOptions::new(client_id, url.server.host.clone(), url.server.port);
             options
@@ -159,6 +153,7 @@ impl Signaling {
                 topic: topic(me),
                 up: up.clone(),
                 index,
+                via,
                 tx: tx.clone(),
                 queued: Arc::new(AtomicUsize::new(0)),
                 counters: counters.clone(),
@@ -268,6 +263,8 @@ struct Driver {
     topic: String,
     up: Arc<watch::Sender<Vec<bool>>>,
     index: usize,
+    /// The same index, as envelopes carry it.
+    via: u8,
     tx: mpsc::Sender<Envelope>,
     /// This broker's envelopes waiting for the node.
     queued: Arc<AtomicUsize>,
@@ -285,6 +282,7 @@ impl Driver {
             topic,
             up,
             index,
+            via,
             tx,
             queued,
             counters,
@@ -324,7 +322,7 @@ impl Driver {
                         Some(&counters.oversized)
                     } else {
                         let envelope = Place::take(&queued).map(|place| Envelope {
-                            via: u8::try_from(index).unwrap_or(u8::MAX),
+                            via,
                             bytes: publish.payload.to_vec(),
                             _place: place,
                         });

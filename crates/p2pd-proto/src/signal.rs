@@ -110,9 +110,11 @@ impl Identity {
     /// could know: `false` for a low-order key (such as all zeros), with
     /// which anyone can compute the result.
     pub fn agrees_with(&self, peer: &NodeId) -> bool {
-        self.secret
-            .diffie_hellman(&PublicKey::from(peer.0))
-            .was_contributory()
+        peer.0[31] & 0x80 == 0
+            && self
+                .secret
+                .diffie_hellman(&PublicKey::from(peer.0))
+                .was_contributory()
     }
 
     /// X25519 with `peer`, refusing a low-order key (such as all zeros),
@@ -123,6 +125,10 @@ impl Identity {
 }
 
 fn agree(secret: &StaticSecret, peer: &[u8; 32]) -> Option<[u8; 32]> {
+    // X25519 ignores a key's top bit: two ids would name one key.
+    if peer[31] & 0x80 != 0 {
+        return None;
+    }
     let shared = secret.diffie_hellman(&PublicKey::from(*peer));
     shared.was_contributory().then(|| shared.to_bytes())
 }
@@ -665,6 +671,14 @@ mod tests {
             let envelope = seal(&alice(), &bob().id(), &original, nonce).expect("seal");
             proptest::prop_assert_eq!(Inbox::new(bob(), START).open(NOW, 0, &envelope), Ok((alice().id(), original)));
         }
+    }
+
+    #[test]
+    fn a_key_with_its_top_bit_set_is_not_a_second_id() {
+        let mut twin = alice().id();
+        twin.0[31] |= 0x80;
+        assert!(!bob().agrees_with(&twin));
+        assert!(seal(&bob(), &twin, &signal("a", NOW), [1; 32]).is_none());
     }
 
     #[test]

@@ -88,6 +88,18 @@ fn malformed_oversized_and_out_of_order_packets_close_only_their_sender() {
         }
         still_routes(&mut broker, port, &name.replace(' ', "-"));
     }
+    // MQTT 5 is told so, before the connection closes.
+    let mut v5 = Raw::tcp(port);
+    v5.stream
+        .write_all(b"\x10\x0e\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01c")
+        .expect("write");
+    match v5.read() {
+        Some(rumqttc::Packet::ConnAck(ack)) => {
+            assert_eq!(ack.code, rumqttc::ConnectReturnCode::RefusedProtocolVersion)
+        }
+        other => panic!("MQTT 5 got {other:?}"),
+    }
+    assert!(v5.read().is_none(), "then closed");
     let mut twice = Raw::connect(port, "twice", true);
     twice.send(&rumqttc::Packet::Connect(
         rumqttc::mqttbytes::v4::Connect::new("twice"),

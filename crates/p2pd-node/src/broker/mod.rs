@@ -11,7 +11,7 @@ mod router;
 mod session;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,8 +31,12 @@ use session::{Output, Session};
 const MAX_PACKET: usize = 64 * 1024;
 /// Clients served at once; more are closed as they arrive.
 const MAX_CLIENTS: usize = 10_000;
-/// Deliveries queued per client; more are dropped (and counted).
+/// Packets and bytes queued per client; deliveries past either are
+/// dropped (and counted), so a slow reader costs at most this much.
 const CLIENT_QUEUE: usize = 256;
+const CLIENT_QUEUE_BYTES: usize = 1024 * 1024;
+/// How long a closing client's last replies (a refusing CONNACK) may take.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// A write to a client that takes longer closes it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -88,7 +92,35 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     router: Router,
-    queues: std::collections::HashMap<ClientId, mpsc::Sender<Bytes>>,
+    queues: std::collections::HashMap<ClientId, Queue>,
+}
+
+/// The way to one client's writer, and the bytes waiting in it.
+#[derive(Debug, Clone)]
+struct Queue {
+    packets: mpsc::Sender<Bytes>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// Queues a delivery unless the client is too far behind.
+    fn deliver(&self, packet: &Bytes) -> bool {
+        let len = packet.len();
+        let room = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + len <= CLIENT_QUEUE_BYTES).then_some(queued + len)
+            })
+            .is_ok();
+        if !room {
+            return false;
+        }
+        if self.packets.try_send(packet.clone()).is_err() {
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
 }
 
 impl Shared {
@@ -118,7 +150,7 @@ impl Shared {
             let delivered = state
                 .queues
                 .get(&client)
-                .is_some_and(|queue| queue.try_send(encoded.clone()).is_ok());
+                .is_some_and(|queue| queue.deliver(&encoded));
             if !delivered {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -194,12 +226,12 @@ impl Broker {
     }
 }
 
+/// Accept errors that say something about one connection or about
+/// resources (descriptors, memory, buffers), not about the listener: all
+/// but a listener that is not (or no longer) one.
 fn is_transient(err: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(
-        err.kind(),
-        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
-    ) || matches!(err.raw_os_error(), Some(23 | 24))
+    // EBADF, EINVAL, ENOTSOCK, EOPNOTSUPP
+    !matches!(err.raw_os_error(), Some(9 | 22 | 88 | 95))
 }
 
 /// Runs one client until it leaves, breaks the protocol, goes silent or
@@ -212,25 +244,41 @@ async fn serve_client(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (queue, mut outgoing) = mpsc::channel::<Bytes>(CLIENT_QUEUE);
-    let writes = async move {
+    let (packets, mut outgoing) = mpsc::channel::<Bytes>(CLIENT_QUEUE);
+    let queue = Queue {
+        packets,
+        bytes: Arc::new(AtomicUsize::new(0)),
+    };
+    let queued = queue.bytes.clone();
+    let mut writes = tokio::spawn(async move {
         while let Some(bytes) = outgoing.recv().await {
-            match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&bytes)).await {
-                Ok(Ok(())) => {}
-                _ => return,
+            let written = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&bytes)).await;
+            queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+            if !matches!(written, Ok(Ok(()))) {
+                return;
             }
         }
-    };
+    });
     let mut session = Session::new(std::time::Instant::now());
-    let reads = read_packets(shared, client, &mut reader, &mut session, &queue);
     tokio::select! {
         () = stop.cancelled() => {}
-        () = writes => {}
-        reason = reads => tracing::debug!(client, reason, "mqtt client closed"),
+        _ = &mut writes => {}
+        reason = read_packets(shared, client, &mut reader, &mut session, &queue) => {
+            tracing::debug!(client, reason, "mqtt client closed");
+        }
     }
     if let Some(mut state) = shared.state() {
         state.queues.remove(&client);
         state.router.remove(client, session.filters());
+    }
+    // The last replies (a refusing CONNACK) still go out; then the writer
+    // ends with the queue.
+    drop(queue);
+    if tokio::time::timeout(FLUSH_TIMEOUT, &mut writes)
+        .await
+        .is_err()
+    {
+        writes.abort();
     }
     if let Some(Output::Route { topic, payload }) = session.take_will() {
         shared.route(&topic, payload);
@@ -244,7 +292,7 @@ async fn read_packets(
     client: ClientId,
     reader: &mut tokio::net::tcp::OwnedReadHalf,
     session: &mut Session,
-    queue: &mpsc::Sender<Bytes>,
+    queue: &Queue,
 ) -> &'static str {
     let mut buffer = BytesMut::with_capacity(4096);
     loop {
@@ -262,9 +310,12 @@ async fn read_packets(
                 match output {
                     Output::Reply(reply) => {
                         let mut encoded = BytesMut::new();
-                        if reply.write(&mut encoded, usize::MAX).is_err()
-                            || queue.send(encoded.freeze()).await.is_err()
-                        {
+                        if reply.write(&mut encoded, usize::MAX).is_err() {
+                            return "unencodable reply";
+                        }
+                        let encoded = encoded.freeze();
+                        queue.bytes.fetch_add(encoded.len(), Ordering::AcqRel);
+                        if queue.packets.send(encoded).await.is_err() {
                             return "writer closed";
                         }
                     }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::mqttbytes::{Protocol, QoS, valid_filter, valid_topic};
+use rumqttc::mqttbytes::{Protocol, QoS, has_wildcards, valid_filter, valid_topic};
 use rumqttc::{
     ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
     SubscribeReasonCode, UnsubAck,
@@ -21,8 +21,12 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a client may stay silent, whatever keep-alive it asked for
 /// (0 included): idle connections are what a stranger would hoard.
 pub(crate) const MAX_IDLE: Duration = Duration::from_secs(300);
-/// Subscriptions one client may hold.
+/// Subscriptions one client may hold, and of them with wildcards (each
+/// wildcard filter is matched against every publish).
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 64;
+const MAX_WILDCARDS: usize = 4;
+/// QoS 2 publishes a client may leave unreleased.
+const MAX_UNRELEASED: usize = 64;
 /// Longest topic or filter accepted, in bytes.
 const MAX_TOPIC: usize = 1024;
 
@@ -207,6 +211,11 @@ impl Session {
             ],
             QoS::ExactlyOnce => {
                 let reply = Output::Reply(Packet::PubRec(PubRec::new(publish.pkid)));
+                if self.unreleased.len() >= MAX_UNRELEASED
+                    && !self.unreleased.contains(&publish.pkid)
+                {
+                    return vec![Output::Close("too many unreleased QoS 2 publishes")];
+                }
                 if self.unreleased.insert(publish.pkid) {
                     vec![route, reply]
                 } else {
@@ -217,12 +226,15 @@ impl Session {
     }
 
     /// Filters this broker can serve: valid, not a `$` topic (`$SYS`,
-    /// `$share`: there are none here), and within the per-client limit.
+    /// `$share`: there are none here), and within the per-client limits.
     fn acceptable_filter(&self, filter: &str) -> bool {
+        let wildcards = self.filters.iter().filter(|f| has_wildcards(f)).count();
         valid_filter(filter)
             && !filter.starts_with('$')
             && filter.len() <= MAX_TOPIC
-            && (self.filters.contains(filter) || self.filters.len() < MAX_SUBSCRIPTIONS)
+            && (self.filters.contains(filter)
+                || (self.filters.len() < MAX_SUBSCRIPTIONS
+                    && (!has_wildcards(filter) || wildcards < MAX_WILDCARDS)))
     }
 }
 
@@ -322,6 +334,20 @@ mod tests {
             &mut session,
             now,
             &["$share/g/t", "$SYS/#", "", "a/#/b", "p2pd/x", "p2pd/x"],
+        );
+        let wild: Vec<String> = (0..=MAX_WILDCARDS).map(|i| format!("w/{i}/#")).collect();
+        let wild: Vec<&str> = wild.iter().map(String::as_str).collect();
+        let Some(Output::Reply(Packet::SubAck(ack))) = subscribe(&mut session, now, &wild).pop()
+        else {
+            panic!("no SUBACK");
+        };
+        assert_eq!(
+            ack.return_codes
+                .iter()
+                .filter(|c| **c == SubscribeReasonCode::Failure)
+                .count(),
+            1,
+            "wildcard filters are bounded"
         );
         let codes = vec![
             SubscribeReasonCode::Failure,

@@ -18,20 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::binds::{self, Binds};
 use super::command::Command;
-use super::dialback::{Admission, DialBack, Here, dialable};
+use super::dialback::{Admission, Answered, DialBack, Here, dialable};
 use super::{DISCOVERY_LIMIT, Shared, Status, inbound};
 use crate::candidates::{Candidates, Reflexive};
 use crate::discovery;
 use crate::locals::Local;
 use crate::signaling::Envelope;
-
-/// How long a dialled-back token is remembered: longer than a request
-/// stays fresh (the signaling window, both ways).
-const ANSWERED_MEMORY: std::time::Duration =
-    std::time::Duration::from_millis(2 * p2pd_proto::signal::WINDOW_MS);
-/// Tokens remembered at most; past it, requests are refused rather than
-/// tokens forgotten.
-const MAX_ANSWERED: usize = 4096;
 
 /// What [`Actor::new`] takes over.
 pub(crate) struct Parts {
@@ -55,7 +47,7 @@ pub(crate) struct Actor {
     admission: Admission,
     /// Tokens dialled back lately, and when: an asker resends its request,
     /// and every copy after the first is answered by the first dial-back.
-    answered: HashMap<ReverseToken, tokio::time::Instant>,
+    answered: Answered,
     /// Discovery rounds may overlap (start, a newly bound address): their
     /// delta series take turns here.
     delta_gate: DeltaSeriesGate,
@@ -71,15 +63,15 @@ impl Actor {
             inbox,
             pending: HashMap::new(),
             admission: Admission::new(),
-            answered: HashMap::new(),
+            answered: Answered::default(),
             delta_gate: DeltaSeriesGate::default(),
             stop: CancellationToken::new(),
         };
         let me = actor.parts.me.clone();
         let hooks = actor.parts.shared.hooks.subscribe();
-        let anonymous = inbound::Anonymous::for_fd_limit(p2pd_net::fd_limit::current());
+        let shares = inbound::Shares::for_fd_limit(p2pd_net::fd_limit::current());
         actor.parts.daemon.add_accept_cb(move |conn| {
-            inbound::on_accept(conn, me.clone(), hooks.clone(), &anonymous);
+            inbound::on_accept(conn, me.clone(), hooks.clone(), &shares);
         });
         actor
     }
@@ -200,7 +192,9 @@ impl Actor {
             .endpoints()
             .map(|e| e.external)
             .collect();
-        let offline = ours.iter().all(|ip| ip.is_loopback());
+        // Offline only with an address, all on loopback: a node that has
+        // none yet is not.
+        let offline = !ours.is_empty() && ours.iter().all(|ip| ip.is_loopback());
         // The address must be the signer's own: nobody can make us dial a
         // third party in someone else's name.
         if asker.node_id != from || !dialable(&asker, offline) {
@@ -208,14 +202,8 @@ impl Actor {
             return;
         }
         let now = tokio::time::Instant::now();
-        self.answered
-            .retain(|_, at| now.duration_since(*at) < ANSWERED_MEMORY);
-        if self.answered.contains_key(&token) {
+        if self.answered.contains(now, from, token) {
             tracing::debug!(%from, "reverse request already answered");
-            return;
-        }
-        if self.answered.len() >= MAX_ANSWERED {
-            tracing::debug!(%from, "dial back refused: too many requests");
             return;
         }
         let shared = &self.parts.shared;
@@ -235,7 +223,7 @@ impl Actor {
             tracing::debug!(%from, "dial back refused: too many");
             return;
         };
-        self.answered.insert(token, now);
+        self.answered.insert(now, from, token);
         let dial_back = DialBack {
             me: shared.identity.clone(),
             encrypt: shared.config.connect.encrypt,

@@ -29,6 +29,11 @@ const MAX_DIALBACKS_PER_NET: usize = 8;
 /// turn the node into a scanner of its own network.
 const MAX_LOCAL_DIALBACKS: usize = 8;
 const MAX_LOCAL_DIALBACKS_PER_PEER: usize = 1;
+/// How long a dialled-back token is remembered: longer than a request
+/// stays fresh (the signaling window, both ways).
+const ANSWERED_MEMORY: Duration = Duration::from_millis(2 * p2pd_proto::signal::WINDOW_MS);
+/// Tokens remembered at most.
+const MAX_ANSWERED: usize = 4096;
 /// A dial-back whose handshake has not proved the asker's key by then is
 /// closed, whatever the asker's budget.
 const DIALBACK_DEADLINE: Duration = Duration::from_secs(3);
@@ -87,9 +92,22 @@ pub(crate) struct Here<'a> {
 }
 
 impl Here<'_> {
+    /// This host, its networks, and every range that only leads to
+    /// someone's own or internal networks (private, link-local, shared
+    /// CGNAT space, unique-local), wherever a route may take it.
     fn is_local(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        ip.is_loopback() || self.host.contains(&ip) || self.lans.iter().any(|n| n.contains(&ip))
+        let internal = match ip {
+            IpAddr::V4(v4) => {
+                let cgnat = v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64;
+                v4.is_private() || v4.is_link_local() || cgnat
+            }
+            IpAddr::V6(v6) => v6.is_unique_local() || v6.is_unicast_link_local(),
+        };
+        internal
+            || ip.is_loopback()
+            || self.host.contains(&ip)
+            || self.lans.iter().any(|n| n.contains(&ip))
     }
 }
 
@@ -117,28 +135,24 @@ impl Admission {
     }
 
     /// Slots for one more dial-back by `peer`, and which of `dsts` it may
-    /// dial: those whose network still has room (a crowd behind one
-    /// address does not block the asker's other addresses), and those near
-    /// `here` only within the local limits. `None` when nothing may be
-    /// dialled.
+    /// dial, each with the slot of its network (freed when that dial ends
+    /// without a connection): those whose network still has room (a crowd
+    /// behind one address does not block the asker's other addresses), and
+    /// those near `here` only within the local limits. `None` when nothing
+    /// may be dialled.
     pub(crate) fn admit(
         &mut self,
         peer: NodeId,
         dsts: &[SocketAddr],
         here: Here<'_>,
-    ) -> Option<(Permits, Vec<SocketAddr>)> {
+    ) -> Option<(Permits, Vec<(SocketAddr, Permits)>)> {
         let mut held = vec![
             self.per_peer.acquire(peer)?,
             self.total.clone().try_acquire_owned().ok()?,
         ];
         let mut local_ok = None;
-        let mut nets: HashMap<IpAddr, bool> = HashMap::new();
         let mut admitted = Vec::new();
         for dst in dsts {
-            let net = network(dst.ip());
-            let net_ok = *nets
-                .entry(net)
-                .or_insert_with(|| self.per_net.acquire(net).map(|p| held.push(p)).is_some());
             let near_ok = !here.is_local(dst.ip())
                 || *local_ok.get_or_insert_with(|| {
                     let permits = self
@@ -147,11 +161,55 @@ impl Admission {
                         .zip(self.local.clone().try_acquire_owned().ok());
                     permits.map(|(a, b)| held.extend([a, b])).is_some()
                 });
-            if net_ok && near_ok {
-                admitted.push(*dst);
+            if !near_ok {
+                continue;
+            }
+            if let Some(net) = self.per_net.acquire(network(dst.ip())) {
+                admitted.push((*dst, Permits { _held: vec![net] }));
             }
         }
         (!admitted.is_empty()).then(|| (Permits { _held: held }, admitted))
+    }
+}
+
+/// Reverse tokens dialled back lately: an asker resends its request, and
+/// every copy after the first is answered by the first dial-back. Past its
+/// bound the oldest is forgotten, which costs at most a second dial-back
+/// (the inbox has already refused replays), never a refusal of others.
+#[derive(Debug, Default)]
+pub(crate) struct Answered {
+    seen: std::collections::HashSet<(NodeId, ReverseToken)>,
+    order: std::collections::VecDeque<(tokio::time::Instant, (NodeId, ReverseToken))>,
+}
+
+impl Answered {
+    /// Whether `from` had `token` dialled back within the memory.
+    pub(crate) fn contains(
+        &mut self,
+        now: tokio::time::Instant,
+        from: NodeId,
+        token: ReverseToken,
+    ) -> bool {
+        while let Some((at, key)) = self.order.front() {
+            if now.duration_since(*at) < ANSWERED_MEMORY {
+                break;
+            }
+            self.seen.remove(key);
+            self.order.pop_front();
+        }
+        self.seen.contains(&(from, token))
+    }
+
+    /// Remembers a token dialled back at `now`.
+    pub(crate) fn insert(&mut self, now: tokio::time::Instant, from: NodeId, token: ReverseToken) {
+        if self.order.len() >= MAX_ANSWERED
+            && let Some((_, oldest)) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        if self.seen.insert((from, token)) {
+            self.order.push_back((now, (from, token)));
+        }
     }
 }
 
@@ -182,8 +240,8 @@ pub(crate) struct DialBack {
     pub(crate) asker: PeerAddr,
     pub(crate) token: ReverseToken,
     pub(crate) permits: Permits,
-    /// The asker's addresses to dial.
-    pub(crate) dsts: Vec<SocketAddr>,
+    /// The asker's addresses to dial, each with its network's slot.
+    pub(crate) dsts: Vec<(SocketAddr, Permits)>,
     pub(crate) budget: Duration,
     pub(crate) hooks: watch::Receiver<Hooks>,
     pub(crate) stop: CancellationToken,
@@ -208,42 +266,46 @@ impl DialBack {
         let hooks = self.hooks.clone();
         let serve: Setup = Arc::new(move |pipe: &Pipe| inbound::serve_all(pipe, hooks.clone()));
         let mut dials = JoinSet::new();
-        for dst in self.dsts.iter().copied() {
+        for (dst, slot) in self.dsts {
             let (me, asker, config) = (self.me.clone(), self.asker.node_id, config.clone());
             let serve = serve.clone();
             dials.spawn(async move {
-                handshake::dial(dst, None, &config, (&me, &asker), asking, Some(serve)).await
+                let dialled =
+                    handshake::dial(dst, None, &config, (&me, &asker), asking, Some(serve)).await;
+                (dialled, slot)
             });
         }
-        let mut held = Vec::new();
+        // Each kept connection holds its network's slot until it ends; a
+        // failed dial frees its slot at once.
+        let mut held = JoinSet::new();
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 joined = dials.join_next() => match joined {
-                    Some(Ok(Ok(pipe))) => {
+                    Some(Ok((Ok(pipe), slot))) => {
                         tracing::info!(to = %self.asker.node_id, local = %pipe.local_addr(), "dialled back for a reverse connect");
-                        held.push(pipe);
+                        held.spawn(hold(pipe, slot, self.stop.clone()));
                     }
-                    Some(Ok(Err(err))) => tracing::debug!(to = %self.asker.node_id, %err, "dial back failed"),
+                    Some(Ok((Err(err), _))) => tracing::debug!(to = %self.asker.node_id, %err, "dial back failed"),
                     Some(Err(_)) => {}
                     None => break,
                 },
             }
         }
         dials.abort_all();
-        for pipe in held {
-            hold(pipe, self.stop.clone()).await;
-        }
+        while held.join_next().await.is_some() {}
         drop(self.permits);
     }
 }
 
-/// Waits until `pipe` ends, closing it if the node stops first.
-async fn hold(pipe: Pipe, stop: CancellationToken) {
+/// Waits until `pipe` ends, closing it if the node stops first; `slot` is
+/// freed then.
+async fn hold(pipe: Pipe, slot: Permits, stop: CancellationToken) {
     tokio::select! {
         () = stop.cancelled() => pipe.close().await,
         () = pipe.closed() => {}
     }
+    drop(slot);
 }
 
 #[cfg(test)]
@@ -281,6 +343,45 @@ mod tests {
 
     fn far(n: u8) -> Vec<SocketAddr> {
         vec![SocketAddr::from(([198, 18, 1, n], 4000))]
+    }
+
+    #[test]
+    fn internal_ranges_count_as_local_wherever_they_route() {
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(NOWHERE.is_local(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["198.18.0.7", "100.128.0.1", "2001:db8::1"] {
+            assert!(!NOWHERE.is_local(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+
+    #[test]
+    fn answered_tokens_are_forgotten_oldest_first_not_refused() {
+        let mut answered = Answered::default();
+        let now = tokio::time::Instant::now();
+        let token = |n: u128| ReverseToken::from_random(n);
+        let peer = NodeId([1; 32]);
+        for n in 0..=MAX_ANSWERED as u128 {
+            answered.insert(now, peer, token(n));
+        }
+        assert!(!answered.contains(now, peer, token(0)), "the oldest went");
+        assert!(answered.contains(now, peer, token(1)));
+        assert!(
+            !answered.contains(now, NodeId([2; 32]), token(1)),
+            "per asker"
+        );
+        assert!(
+            !answered.contains(now + ANSWERED_MEMORY, peer, token(1)),
+            "and all expire"
+        );
     }
 
     #[test]
@@ -343,6 +444,7 @@ mod tests {
         let (_, dialled) = admission
             .admit(NodeId([1; 32]), &both, NOWHERE)
             .expect("the other address still gets in");
+        let dialled: Vec<SocketAddr> = dialled.into_iter().map(|(dst, _)| dst).collect();
         assert_eq!(dialled, far(10), "the full network is left out");
     }
 

@@ -31,47 +31,66 @@ pub(crate) type Hooks = Arc<Vec<Hook>>;
 /// How long an anonymous connection may stay silent before it is closed.
 pub(crate) const ANONYMOUS_IDLE: Duration = Duration::from_secs(120);
 
-/// Plain clients (no handshake: netcat, the original P2PD) served at once,
-/// and their idle limit: anyone can open such connections for free, so
-/// they get a bounded share of the node's descriptors and no more, and the
-/// rest stays for the node's own work and proven peers.
+/// A bounded share of the node's descriptors for one kind of inbound
+/// connection, optionally with an idle limit. Anyone can open plain
+/// connections, and anyone can prove a throwaway key, so each kind gets a
+/// share and no more, and the rest stays for the node's own work.
 #[derive(Debug, Clone)]
-pub(crate) struct Anonymous {
+pub(crate) struct Share {
+    kind: &'static str,
     slots: Arc<Semaphore>,
-    idle: Duration,
+    idle: Option<Duration>,
 }
 
-impl Anonymous {
-    /// A share of `max` connections, each closed after `idle` of silence.
-    pub(crate) fn new(max: usize, idle: Duration) -> Self {
+/// The shares of inbound connections, by kind.
+#[derive(Debug, Clone)]
+pub(crate) struct Shares {
+    /// Plain clients (no handshake: netcat, the original P2PD): a quarter
+    /// of the descriptors, closed after [`ANONYMOUS_IDLE`] of silence.
+    anonymous: Share,
+    /// Proven peers that opened a connection to us: half of them, never
+    /// timed out (an application's connection may idle).
+    proven: Share,
+}
+
+impl Shares {
+    /// The shares for a process whose open-file limit is `fd_limit`.
+    pub(crate) fn for_fd_limit(fd_limit: u64) -> Self {
+        let part = |divisor: u64| usize::try_from(fd_limit / divisor).unwrap_or(usize::MAX);
         Self {
+            anonymous: Share::new("anonymous", part(4).clamp(16, 4096), Some(ANONYMOUS_IDLE)),
+            proven: Share::new("proven", part(2).clamp(16, 65_536), None),
+        }
+    }
+}
+
+impl Share {
+    fn new(kind: &'static str, max: usize, idle: Option<Duration>) -> Self {
+        Self {
+            kind,
             slots: Arc::new(Semaphore::new(max)),
             idle,
         }
     }
 
-    /// The share for a process whose open-file limit is `fd_limit`: a
-    /// quarter of it, within reason.
-    pub(crate) fn for_fd_limit(fd_limit: u64) -> Self {
-        let quarter = usize::try_from(fd_limit / 4).unwrap_or(usize::MAX);
-        Self::new(quarter.clamp(16, 4096), ANONYMOUS_IDLE)
-    }
-
-    /// Takes a slot for `conn` and watches it for silence; closes it at
-    /// once when there is no slot. Returns whether it may be served.
+    /// Takes a slot for `conn` until it ends (watching it for silence, if
+    /// this share has an idle limit); closes it at once when there is no
+    /// slot. Returns whether it may be served.
     fn admit(&self, conn: &Pipe) -> bool {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            tracing::debug!(from = ?conn.peer_addr(), "anonymous connections full");
+            tracing::debug!(from = ?conn.peer_addr(), kind = self.kind, "inbound share full");
             let conn = conn.clone();
             tokio::spawn(async move { conn.close().await });
             return false;
         };
         let heard = Arc::new(Notify::new());
-        let heard_cb = heard.clone();
-        conn.add_msg_cb(move |_, _| {
-            heard_cb.notify_one();
-            async {}
-        });
+        if self.idle.is_some() {
+            let heard = heard.clone();
+            conn.add_msg_cb(move |_, _| {
+                heard.notify_one();
+                async {}
+            });
+        }
         let (conn, idle) = (conn.clone(), self.idle);
         tokio::spawn(async move {
             let _slot = slot;
@@ -79,7 +98,7 @@ impl Anonymous {
                 tokio::select! {
                     () = conn.closed() => return,
                     () = heard.notified() => {}
-                    () = tokio::time::sleep(idle) => {
+                    () = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() => {
                         conn.close().await;
                         return;
                     }
@@ -93,22 +112,23 @@ impl Anonymous {
 /// Installs the node's handling on an accepted connection, before its
 /// first message is read: a connection that presented a reverse token goes
 /// to the connect waiting for it (and is closed when none is); any other
-/// gets ECHO and the hooks on every message, within the anonymous share
-/// when it proved no key.
+/// gets ECHO and the hooks on every message, within its kind's share.
 pub(crate) fn on_accept(
     conn: &Pipe,
     actor: mpsc::WeakSender<Command>,
     hooks: watch::Receiver<Hooks>,
-    anonymous: &Anonymous,
+    shares: &Shares,
 ) {
     let Some(peer) = conn.authenticated() else {
-        if anonymous.admit(conn) {
+        if shares.anonymous.admit(conn) {
             serve_all(conn, hooks);
         }
         return;
     };
     let Some((from, token)) = peer.token.map(|token| (peer.id, token)) else {
-        serve_all(conn, hooks);
+        if shares.proven.admit(conn) {
+            serve_all(conn, hooks);
+        }
         return;
     };
     let conn = conn.clone();

@@ -330,9 +330,9 @@ impl Signals for Node {
         peer: &PeerAddr,
         token: ReverseToken,
     ) -> Option<(usize, oneshot::Receiver<Pipe>)> {
-        // The actor forgets the request once the forwarder below drops
-        // `arrived`, which it does when the connection came or `rx` is
-        // dropped.
+        // The actor forgets the request once the forwarder below ends (and
+        // with it `connection`, the receiving side of `arrived`): when the
+        // connection came or `rx` is dropped.
         let (reply, rx) = oneshot::channel();
         let (arrived, mut connection) = oneshot::channel();
         let command = Command::AwaitReverse {
