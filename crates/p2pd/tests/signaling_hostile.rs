@@ -72,7 +72,12 @@ fn assert_all_counted(counts: &HashMap<String, u64>) {
     assert_eq!(sum, counts["received"], "{counts:?}");
 }
 
-fn retained_oversized_message_does_not_make_the_node_deaf(port: u16, dir: &std::path::Path) {
+/// Runs the retained attack; returns the node's stop counts.
+fn retained_oversized_message_does_not_make_the_node_deaf(
+    port: u16,
+    dir: &std::path::Path,
+    live: bool,
+) -> HashMap<String, u64> {
     let data = dir.join("data");
     let config = write_config(
         dir,
@@ -104,17 +109,31 @@ fn retained_oversized_message_does_not_make_the_node_deaf(port: u16, dir: &std::
     let mut publisher = Raw::connect(port, "publisher", true);
     publisher.publish(&topic(&addr), QoS::AtMostOnce, false, b"marker");
     assert_eq!(watcher.next_message().as_deref(), Some(&b"marker"[..]));
-    assert_all_counted(&stop_counts(&node.stop()));
+    if live {
+        // The same size, live: skipped unread, the link stays up.
+        publisher.publish(
+            &topic(&addr),
+            QoS::AtLeastOnce,
+            false,
+            &vec![b'y'; 300 * 1024],
+        );
+        let _ = publisher.read();
+        reverse_works(&config, &again, "after a live oversized message");
+    }
+    let counts = stop_counts(&node.stop());
+    assert_all_counted(&counts);
+    counts
 }
 
 #[test]
-fn a_retained_oversized_message_is_cleared_on_mosquitto() {
+fn retained_and_live_oversized_messages_leave_the_node_on_mosquitto() {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
     let Some(_mosquitto) = start_mosquitto(dir.path(), port) else {
         return;
     };
-    retained_oversized_message_does_not_make_the_node_deaf(port, dir.path());
+    let counts = retained_oversized_message_does_not_make_the_node_deaf(port, dir.path(), true);
+    assert_eq!(counts["oversized"], 1, "the live one, counted: {counts:?}");
 }
 
 #[test]
@@ -122,7 +141,7 @@ fn a_retained_oversized_message_is_refused_by_the_embedded_broker() {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
     let _broker = start_broker(port);
-    retained_oversized_message_does_not_make_the_node_deaf(port, dir.path());
+    retained_oversized_message_does_not_make_the_node_deaf(port, dir.path(), false);
 }
 
 #[test]

@@ -1,27 +1,31 @@
 //! Signaling over MQTT: every configured broker at once.
 //!
 //! A node subscribes to its own topic (`p2pd/<node id>`) on every broker and
-//! re-subscribes after every reconnect (rumqttc forgets subscriptions of a
-//! clean session). A message to a peer is published on every broker the
+//! re-subscribes after every reconnect (a clean session forgets them); each
+//! broker is one [`link`]. A message to a peer is published on every broker the
 //! peer's address lists, so signaling keeps working while any one of them
 //! is up; the receiving [`p2pd_proto::signal::Inbox`] drops the copies by
 //! message id. Envelopes are opaque here: sealing and opening are the
 //! node's.
 //!
-//! What others retain on our topic cannot keep us off a broker: on every
-//! connect the node first clears any retained message there (an oversized
-//! one would break the link on every reconnect; a live oversized one still
-//! breaks it once, as rumqttc cannot skip a packet), and each broker has its
-//! own share of the queue toward the node, so a flood through one does not
-//! crowd out envelopes arriving through the others. Every message received
-//! is counted, under exactly one reason when it is dropped here.
+//! What others publish to our topic cannot knock us off a broker: a packet
+//! larger than an envelope can be is skipped unread, whatever its size; on
+//! every connect the node first clears any retained message there; and each
+//! broker has its own share of the queue toward the node, so a flood
+//! through one does not crowd out envelopes arriving through the others.
+//! Every message received is counted, under exactly one reason when it is
+//! dropped here. Messages go out and come in at QoS 0: TCP carries them,
+//! and the node resends what matters (a reverse request).
+
+mod frame;
+mod link;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use p2pd_proto::addr::NodeId;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -31,20 +35,8 @@ use crate::servers::BrokerUrl;
 /// counted as busy) so a flood cannot grow memory or crowd out the other
 /// brokers.
 const PER_BROKER_DEPTH: usize = 256;
-/// Requests queued per broker client while it is (re)connecting.
+/// Envelopes queued per broker link while it writes.
 const CLIENT_QUEUE: usize = 64;
-/// MQTT keep-alive.
-const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// Reconnect backoff bounds after a broker error.
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Largest MQTT packet accepted: envelopes are small, and a larger one
-/// (dropped unread, counted) leaves the connection up; a packet past this
-/// breaks it (rumqttc cannot skip one).
-const MAX_PACKET: usize = 256 * 1024;
-/// A link counts as stable, and its reconnect backoff is reset, after
-/// staying up this long.
-const STABLE: Duration = Duration::from_secs(10);
 
 /// The topic a node listens on.
 pub fn topic(id: &NodeId) -> String {
@@ -53,7 +45,7 @@ pub fn topic(id: &NodeId) -> String {
 
 struct Link {
     url: BrokerUrl,
-    client: AsyncClient,
+    outgoing: mpsc::Sender<Bytes>,
 }
 
 /// An envelope as received, with the broker it came through. It holds a
@@ -140,30 +132,24 @@ impl Signaling {
         let mut links = Vec::new();
         // An address names brokers by a one-byte index: at most 256.
         for (via, url) in (0..=u8::MAX).zip(brokers) {
-            let index = usize::from(via);
-            let client_id = format!("p2pd-{:016x}", rand::random::<u64>());
-            let mut options = MqttOptions::new(client_id, url.server.host.clone(), url.server.port);
-            options
-                .set_keep_alive(KEEP_ALIVE)
-                .set_clean_session(true)
-                .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-            let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
-            let driver = Driver {
-                client: client.clone(),
+            let (outgoing, to_send) = mpsc::channel(CLIENT_QUEUE);
+            let link = link::Link {
+                host: url.server.host.clone(),
+                port: url.server.port,
+                url: url.to_string(),
                 topic: topic(me),
-                up: up.clone(),
-                index,
                 via,
+                up: up.clone(),
+                outgoing: to_send,
                 tx: tx.clone(),
                 queued: Arc::new(AtomicUsize::new(0)),
                 counters: counters.clone(),
                 stop: stop.clone(),
-                url: url.to_string(),
             };
-            tokio::spawn(driver.run(eventloop));
+            tokio::spawn(link.run());
             links.push(Link {
                 url: url.clone(),
-                client,
+                outgoing,
             });
         }
         (
@@ -181,7 +167,9 @@ impl Signaling {
     /// (indexes into the shared broker list); returns on how many it was
     /// queued.
     pub fn publish(&self, to: &NodeId, indexes: &[u8], envelope: &[u8]) -> usize {
-        let topic = topic(to);
+        let Some(packet) = link::encode_publish(&topic(to), envelope) else {
+            return 0;
+        };
         let up = self.up.borrow().clone();
         indexes
             .iter()
@@ -191,8 +179,8 @@ impl Signaling {
             .filter(|i| up.get(*i).copied().unwrap_or(false))
             .filter_map(|i| self.links.get(i))
             .filter(|link| {
-                link.client
-                    .try_publish(topic.clone(), QoS::AtLeastOnce, false, envelope.to_vec())
+                link.outgoing
+                    .try_send(packet.clone())
                     .map_err(|err| tracing::debug!(broker = %link.url, %err, "publish not queued"))
                     .is_ok()
             })
@@ -255,101 +243,4 @@ fn set_up(up: &watch::Sender<Vec<bool>>, index: usize, now: bool) {
         }
         _ => false,
     });
-}
-
-/// What one broker's event loop task needs.
-struct Driver {
-    client: AsyncClient,
-    topic: String,
-    up: Arc<watch::Sender<Vec<bool>>>,
-    index: usize,
-    /// The same index, as envelopes carry it.
-    via: u8,
-    tx: mpsc::Sender<Envelope>,
-    /// This broker's envelopes waiting for the node.
-    queued: Arc<AtomicUsize>,
-    counters: Arc<Counters>,
-    stop: CancellationToken,
-    url: String,
-}
-
-impl Driver {
-    /// Polls the broker connection until stopped: re-subscribes on every
-    /// connect, forwards envelopes, backs off after errors.
-    async fn run(self, mut eventloop: rumqttc::EventLoop) {
-        let Driver {
-            client,
-            topic,
-            up,
-            index,
-            via,
-            tx,
-            queued,
-            counters,
-            stop,
-            url,
-        } = self;
-        let mut backoff = BACKOFF_MIN;
-        let mut up_since: Option<tokio::time::Instant> = None;
-        loop {
-            let event = tokio::select! {
-                () = stop.cancelled() => break,
-                event = eventloop.poll() => event,
-            };
-            match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    up_since = Some(tokio::time::Instant::now());
-                    // Clear whatever is retained on our topic before
-                    // subscribing (the broker handles the two in order), then
-                    // subscribe: a clean session starts with none.
-                    let cleared =
-                        client.try_publish(topic.clone(), QoS::AtLeastOnce, true, Vec::new());
-                    if let Err(err) =
-                        cleared.and_then(|()| client.try_subscribe(topic.clone(), QoS::AtLeastOnce))
-                    {
-                        tracing::debug!(broker = %url, %err, "subscribe not queued");
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    set_up(&up, index, true);
-                    tracing::debug!(broker = %url, "signaling subscribed");
-                }
-                Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == topic => {
-                    counters.received.fetch_add(1, Ordering::Relaxed);
-                    let dropped = if publish.retain {
-                        Some(&counters.retained)
-                    } else if publish.payload.len() > p2pd_proto::signal::MAX_ENVELOPE {
-                        Some(&counters.oversized)
-                    } else {
-                        let envelope = Place::take(&queued).map(|place| Envelope {
-                            via,
-                            bytes: publish.payload.to_vec(),
-                            _place: place,
-                        });
-                        match envelope.map(|e| tx.try_send(e)) {
-                            Some(Ok(())) => None,
-                            _ => Some(&counters.busy),
-                        }
-                    };
-                    if let Some(counter) = dropped {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    set_up(&up, index, false);
-                    if up_since.take().is_some_and(|at| at.elapsed() >= STABLE) {
-                        backoff = BACKOFF_MIN;
-                    }
-                    tracing::debug!(broker = %url, %err, ?backoff, "broker connection failed");
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
-        }
-        let _ = client.try_disconnect();
-    }
 }
