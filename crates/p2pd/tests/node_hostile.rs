@@ -5,53 +5,16 @@ mod common;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::mqtt::Raw;
-use common::{Running, connect, free_port, start_broker, write_config};
+use common::{
+    connect, free_port, random, start_broker, start_node, start_node_after, unix_ms, write_config,
+};
 use p2pd_proto::addr::PeerAddr;
 use p2pd_proto::signal::{Body, Identity, Signal, seal};
 use rumqttc::mqttbytes::QoS;
-
-fn random<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .expect("random");
-    bytes
-}
-
-fn unix_ms() -> u64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock");
-    u64::try_from(since.as_millis()).expect("ms")
-}
-
-/// `p2pd node` run through `sh`, so a shell limit can be set first.
-fn start_node_sh(config: &std::path::Path, prefix: &str) -> (Running, String) {
-    let script = format!("{prefix} exec \"$0\" --config \"$1\" node",);
-    let mut node = Running(
-        std::process::Command::new("sh")
-            .args(["-c", &script, env!("CARGO_BIN_EXE_p2pd")])
-            .arg(config)
-            .env_remove("P2PD_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node"),
-    );
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(node.0.stdout.take().expect("stdout")),
-        &mut first,
-    )
-    .expect("the node prints its address");
-    (node, first.trim().to_owned())
-}
 
 /// Publishes reverse requests signed by `me`, each asking to be dialled
 /// back at `asker`, to `node`'s topic.
@@ -109,7 +72,7 @@ fn throwaway_keys_behind_one_address_cannot_take_every_dial_back() {
     let _broker = start_broker(port);
     // On loopback alone, so reverse requests may point at 127.0.0.x.
     let config = write_config(dir.path(), port, "[node]\ninterfaces = [\"lo\"]\n");
-    let (_node, addr) = start_node_sh(&config, "");
+    let (_node, addr) = start_node(&config);
     let node: PeerAddr = addr.parse().expect("address");
     assert!(
         node.endpoints().all(|e| e.external.is_loopback()),
@@ -159,7 +122,7 @@ fn a_thousand_idle_strangers_do_not_use_up_the_descriptors() {
     let _broker = start_broker(port);
     let config = write_config(dir.path(), port, "");
     // The common default: 1,024 open files.
-    let (_node, addr) = start_node_sh(&config, "ulimit -n 1024 &&");
+    let (_node, addr) = start_node_after(&config, "ulimit -n 1024 &&");
     let peer: PeerAddr = addr.parse().expect("address");
     let endpoint = peer.endpoints().next().expect("an entry");
     let server = std::net::SocketAddr::new(endpoint.external, endpoint.port);
@@ -190,7 +153,7 @@ fn dial_backs_toward_the_nodes_own_host_are_one_per_asker() {
     let port = free_port();
     let _broker = start_broker(port);
     let config = write_config(dir.path(), port, "");
-    let (_node, addr) = start_node_sh(&config, "");
+    let (_node, addr) = start_node(&config);
     let node: PeerAddr = addr.parse().expect("address");
     let Some(own) = node
         .endpoints()

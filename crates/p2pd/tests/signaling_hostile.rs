@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
 use common::mqtt::Raw;
-use common::{Running, connect, free_port, start_broker, start_node, stop_counts, write_config};
+use common::{
+    Running, connect, free_port, random, start_broker, start_node, stop_counts, unix_ms,
+    write_config,
+};
 use p2pd_proto::addr::PeerAddr;
 use p2pd_proto::signal::{Body, Identity, Signal, seal};
 use rumqttc::mqttbytes::QoS;
@@ -191,24 +194,15 @@ fn a_flood_of_valid_envelopes_from_one_key_does_not_lock_out_others() {
     let config = write_config(dir.path(), port, "");
     let (mut node, addr) = start_node(&config);
     let to: PeerAddr = addr.parse().expect("address");
-    let flooder = Identity::from_secret(rand_bytes());
-    let now_ms = || {
-        u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_millis(),
-        )
-        .expect("ms")
-    };
+    let flooder = Identity::from_secret(random());
     let envelopes: Vec<Vec<u8>> = (0..5_000u32)
         .map(|n| {
             let ping = Signal {
                 id: format!("{n:x}"),
-                sent_ms: now_ms(),
+                sent_ms: unix_ms(),
                 body: Body::Ping {},
             };
-            seal(&flooder, &to.node_id, &ping, rand_bytes()).expect("seal")
+            seal(&flooder, &to.node_id, &ping, random()).expect("seal")
         })
         .collect();
     let topic = topic(&addr);
@@ -265,12 +259,4 @@ fn a_message_captured_before_a_restart_is_refused_after_it() {
     assert_eq!(counts["stale"], 1, "{counts:?}");
     assert!(counts["accepted"] >= 2, "{counts:?}");
     assert_eq!(counts["received"], counts["accepted"] + 1, "{counts:?}");
-}
-
-fn rand_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .expect("random");
-    bytes
 }

@@ -107,11 +107,18 @@ pub(crate) fn write_config(dir: &std::path::Path, port: u16, extra: &str) -> std
 
 /// `p2pd node` with `config` (stderr piped), and the address it printed.
 pub(crate) fn start_node(config: &std::path::Path) -> (Running, String) {
+    start_node_after(config, "")
+}
+
+/// The same, started through `sh` after `prefix` (such as a `ulimit`).
+pub(crate) fn start_node_after(config: &std::path::Path, prefix: &str) -> (Running, String) {
+    let script = format!("{prefix} exec \"$0\" --config \"$1\" node");
     let mut node = Running(
-        p2pd()
-            .arg("--config")
+        Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_p2pd")])
             .arg(config)
-            .arg("node")
+            .env_remove("P2PD_CONFIG")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -124,6 +131,23 @@ pub(crate) fn start_node(config: &std::path::Path) -> (Running, String) {
     let addr = first.trim().to_owned();
     assert!(addr.parse::<p2pd_proto::addr::PeerAddr>().is_ok(), "{addr}");
     (node, addr)
+}
+
+/// Random bytes, from the OS.
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .expect("random");
+    bytes
+}
+
+/// Wall-clock unix milliseconds, as signaling stamps them.
+pub(crate) fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    u64::try_from(since.as_millis()).expect("ms")
 }
 
 /// The numbers of a node's stop line, by the word after each.
