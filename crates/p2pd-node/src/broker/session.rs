@@ -470,4 +470,28 @@ mod tests {
             vec![Output::Close("protocol violation")]
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, reading and handling it never panics,
+        /// and a session never routes before CONNECT.
+        #[test]
+        fn any_bytes_from_a_client_are_handled_without_panic(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            connect_first in proptest::prelude::any::<bool>(),
+        ) {
+            let now = Instant::now();
+            let mut session = if connect_first { connected(now) } else { Session::new(now) };
+            let mut buf = bytes::BytesMut::from(&data[..]);
+            while let Ok(packet) = Packet::read(&mut buf, 64 * 1024) {
+                let out = session.on_packet(now, packet);
+                if !connect_first && !session.connected {
+                    let routed = out.iter().any(|o| matches!(o, Output::Route { .. }));
+                    proptest::prop_assert!(!routed, "routed before CONNECT");
+                }
+                if out.iter().any(|o| matches!(o, Output::Close(_))) {
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! Answering reverse requests: which addresses a stranger may make this
 //! node dial, how many dial-backs run at once, and the dial-back itself.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::inbound::{self, Hooks};
+use super::limits::{Keyed, network};
 
 /// Dial-back connections a node keeps at once, per asking peer, and per
 /// network dialled: a signed request names the asker, but the asker picks
@@ -49,34 +49,6 @@ pub(crate) struct Admission {
     local_per_peer: Keyed<NodeId>,
 }
 
-/// One semaphore per key, forgotten when none of its permits is out, so
-/// the map stays as small as the number of keys being served.
-#[derive(Debug)]
-struct Keyed<K> {
-    limit: usize,
-    map: HashMap<K, Arc<Semaphore>>,
-}
-
-impl<K: std::hash::Hash + Eq + Copy> Keyed<K> {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            map: HashMap::new(),
-        }
-    }
-
-    fn acquire(&mut self, key: K) -> Option<OwnedSemaphorePermit> {
-        let limit = self.limit;
-        self.map.retain(|_, s| s.available_permits() < limit);
-        self.map
-            .entry(key)
-            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
-            .clone()
-            .try_acquire_owned()
-            .ok()
-    }
-}
-
 /// A dial-back's share of [`Admission`]; dropping it frees the slots.
 #[derive(Debug)]
 pub(crate) struct Permits {
@@ -108,18 +80,6 @@ impl Here<'_> {
             || ip.is_loopback()
             || self.host.contains(&ip)
             || self.lans.iter().any(|n| n.contains(&ip))
-    }
-}
-
-/// The unit a dial-back limit counts: an IPv4 address, or an IPv6 /64
-/// (one host's share of a subnet).
-fn network(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
     }
 }
 
@@ -427,7 +387,7 @@ mod tests {
         }
         assert_eq!(held.len(), MAX_DIALBACKS, "the node's limit");
         assert!(
-            admission.per_peer.map.len() <= MAX_DIALBACKS + 1,
+            admission.per_peer.len() <= 2 * (MAX_DIALBACKS + 1),
             "only peers with live dial-backs are remembered"
         );
     }

@@ -8,6 +8,7 @@
 //! proven peer, or an anonymous plain client) is a remote one and served.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,10 @@ use std::time::Duration;
 use p2pd_net::pipe::{Message, Pipe};
 use p2pd_proto::addr::NodeId;
 use p2pd_proto::connect::ReverseToken;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::command::Command;
+use super::limits::{Keyed, network};
 
 /// The prefix of an ECHO request.
 pub const ECHO: &[u8] = b"ECHO ";
@@ -42,15 +44,22 @@ pub(crate) struct Share {
     idle: Option<Duration>,
 }
 
+/// Connections from proven peers at one network (an IPv4 address, an IPv6
+/// /64) at once: throwaway keys behind one host cannot take the share of
+/// everyone else.
+const MAX_PROVEN_PER_NET: usize = 64;
+
 /// The shares of inbound connections, by kind.
 #[derive(Debug, Clone)]
 pub(crate) struct Shares {
     /// Plain clients (no handshake: netcat, the original P2PD): a quarter
     /// of the descriptors, closed after [`ANONYMOUS_IDLE`] of silence.
     anonymous: Share,
-    /// Proven peers that opened a connection to us: half of them, never
-    /// timed out (an application's connection may idle).
+    /// Proven peers that opened a connection to us: half of them, at most
+    /// [`MAX_PROVEN_PER_NET`] from one network, never timed out (an
+    /// application's connection may idle).
     proven: Share,
+    proven_per_net: Arc<std::sync::Mutex<Keyed<IpAddr>>>,
 }
 
 impl Shares {
@@ -60,6 +69,7 @@ impl Shares {
         Self {
             anonymous: Share::new("anonymous", part(4).clamp(16, 4096), Some(ANONYMOUS_IDLE)),
             proven: Share::new("proven", part(2).clamp(16, 65_536), None),
+            proven_per_net: Arc::new(std::sync::Mutex::new(Keyed::new(MAX_PROVEN_PER_NET))),
         }
     }
 }
@@ -74,13 +84,11 @@ impl Share {
     }
 
     /// Takes a slot for `conn` until it ends (watching it for silence, if
-    /// this share has an idle limit); closes it at once when there is no
-    /// slot. Returns whether it may be served.
-    fn admit(&self, conn: &Pipe) -> bool {
+    /// this share has an idle limit; `also` is held as long); closes it at
+    /// once when there is no slot. Returns whether it may be served.
+    fn admit(&self, conn: &Pipe, also: Option<OwnedSemaphorePermit>) -> bool {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            tracing::debug!(from = ?conn.peer_addr(), kind = self.kind, "inbound share full");
-            let conn = conn.clone();
-            tokio::spawn(async move { conn.close().await });
+            refuse(conn, self.kind);
             return false;
         };
         let heard = Arc::new(Notify::new());
@@ -93,7 +101,7 @@ impl Share {
         }
         let (conn, idle) = (conn.clone(), self.idle);
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, also);
             loop {
                 tokio::select! {
                     () = conn.closed() => return,
@@ -120,13 +128,21 @@ pub(crate) fn on_accept(
     shares: &Shares,
 ) {
     let Some(peer) = conn.authenticated() else {
-        if shares.anonymous.admit(conn) {
+        if shares.anonymous.admit(conn, None) {
             serve_all(conn, hooks);
         }
         return;
     };
     let Some((from, token)) = peer.token.map(|token| (peer.id, token)) else {
-        if shares.proven.admit(conn) {
+        let per_net = conn.peer_addr().and_then(|from| {
+            let mut nets = shares.proven_per_net.lock().ok()?;
+            nets.acquire(network(from.ip()))
+        });
+        let Some(per_net) = per_net else {
+            refuse(conn, "proven, from one network");
+            return;
+        };
+        if shares.proven.admit(conn, Some(per_net)) {
             serve_all(conn, hooks);
         }
         return;
@@ -138,6 +154,13 @@ pub(crate) fn on_accept(
             conn.close().await;
         }
     });
+}
+
+/// Closes a connection there is no room for.
+fn refuse(conn: &Pipe, kind: &'static str) {
+    tracing::debug!(from = ?conn.peer_addr(), kind, "inbound share full");
+    let conn = conn.clone();
+    tokio::spawn(async move { conn.close().await });
 }
 
 /// Serves every message of a connection a remote peer asked for (a

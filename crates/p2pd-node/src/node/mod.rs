@@ -18,6 +18,7 @@ mod binds;
 mod command;
 mod dialback;
 mod inbound;
+mod limits;
 
 use std::future::Future;
 use std::net::IpAddr;
