@@ -178,7 +178,13 @@ impl Link {
                             }
                             acknowledged = true;
                         }
-                        Ok(Packet::SubAck(_)) => {
+                        Ok(Packet::SubAck(ack)) => {
+                            if ack
+                                .return_codes
+                                .contains(&rumqttc::SubscribeReasonCode::Failure)
+                            {
+                                return "subscription refused";
+                            }
                             set_up(&self.up, usize::from(self.via), true);
                             tracing::debug!(broker = %self.url, "signaling subscribed");
                         }
