@@ -110,11 +110,7 @@ impl Identity {
     /// could know: `false` for a low-order key (such as all zeros), with
     /// which anyone can compute the result.
     pub fn agrees_with(&self, peer: &NodeId) -> bool {
-        peer.0[31] & 0x80 == 0
-            && self
-                .secret
-                .diffie_hellman(&PublicKey::from(peer.0))
-                .was_contributory()
+        self.agree(&peer.0).is_some()
     }
 
     /// X25519 with `peer`, refusing a low-order key (such as all zeros),

@@ -137,6 +137,13 @@ impl Shared {
     }
 
     fn route(&self, topic: &str, payload: Bytes) {
+        let Some(state) = self.state() else { return };
+        let to = state.router.route(topic);
+        // Most publishes on signaling topics have one subscriber or none:
+        // encode only for someone, once for all.
+        if to.is_empty() {
+            return;
+        }
         let mut encoded = BytesMut::new();
         if session::delivery(topic, payload)
             .write(&mut encoded, usize::MAX)
@@ -145,8 +152,7 @@ impl Shared {
             return;
         }
         let encoded = encoded.freeze();
-        let Some(state) = self.state() else { return };
-        for client in state.router.route(topic) {
+        for client in to {
             let delivered = state
                 .queues
                 .get(&client)

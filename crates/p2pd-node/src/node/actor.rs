@@ -185,13 +185,16 @@ impl Actor {
             tracing::debug!(%from, "reverse request with a bad token");
             return;
         };
-        let ours: Vec<_> = self
+        // Our external IPs (to pick the asker's addresses), and with the
+        // internal ones, this host (to tell which dial-backs stay local).
+        let (ours, host): (Vec<_>, Vec<_>) = self
             .parts
             .addr
             .borrow()
             .endpoints()
-            .map(|e| e.external)
-            .collect();
+            .map(|e| (e.external, [e.external, e.internal]))
+            .unzip();
+        let host: Vec<std::net::IpAddr> = host.into_iter().flatten().collect();
         // Offline only with an address, all on loopback: a node that has
         // none yet is not.
         let offline = !ours.is_empty() && ours.iter().all(|ip| ip.is_loopback());
@@ -208,13 +211,6 @@ impl Actor {
         }
         let shared = &self.parts.shared;
         let dsts = candidates_for(&ours, &shared.lan_nets, &asker);
-        let host: Vec<std::net::IpAddr> = self
-            .parts
-            .addr
-            .borrow()
-            .endpoints()
-            .flat_map(|e| [e.external, e.internal])
-            .collect();
         let here = Here {
             host: &host,
             lans: &shared.lan_nets,
