@@ -37,6 +37,11 @@ enum Command {
     Node(cmd::node::Args),
     /// Connect to a peer and bridge the connection to stdin/stdout.
     Connect(cmd::connect::Args),
+    /// Run a node with the REST API (127.0.0.1:12333) until SIGINT/SIGTERM.
+    Rest(cmd::rest::Args),
+    /// The manual's REST tutorial in one go, offline on loopback (ignores
+    /// --config); exits 0 when every step answers as the manual says.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +80,14 @@ fn main() -> ExitCode {
                 Err(err) => Err(err),
             }
         }
+        Command::Rest(args) => {
+            runtime().and_then(|rt| rt.block_on(cmd::rest::run(&args, settings)))
+        }
+        Command::Demo(args) => match runtime().and_then(|rt| rt.block_on(cmd::demo::run(&args))) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

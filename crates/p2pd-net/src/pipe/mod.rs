@@ -43,6 +43,7 @@ mod udp;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -127,6 +128,8 @@ struct Inner {
     local: SocketAddr,
     /// TCP connection: the remote end. UDP: the default destination.
     peer: Option<SocketAddr>,
+    /// The socket's descriptor, for applications that hand it on.
+    fd: Option<RawFd>,
     config: PipeConfig,
     io: Io,
     state: Mutex<State>,
@@ -144,6 +147,14 @@ struct Inner {
     queue_dropped: AtomicU64,
     duplicates: AtomicU64,
     refused_clients: AtomicU64,
+}
+
+/// What a pipe is, fixed when it opens.
+struct Ends {
+    protocol: Protocol,
+    local: SocketAddr,
+    peer: Option<SocketAddr>,
+    fd: Option<RawFd>,
 }
 
 enum Io {
@@ -327,6 +338,13 @@ impl Pipe {
         self.inner.peer
     }
 
+    /// The socket's file descriptor (the REST API reports it, as the
+    /// original did). It stays the pipe's: reading or writing it directly
+    /// races the pipe's own tasks.
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.inner.fd
+    }
+
     /// Whether this is a server (TCP listener, or UDP without destination).
     pub fn is_server(&self) -> bool {
         match self.inner.io {
@@ -377,14 +395,18 @@ impl Pipe {
     // ----- used by the transport modules -----
 
     fn new(
-        protocol: Protocol,
-        local: SocketAddr,
-        peer: Option<SocketAddr>,
+        ends: Ends,
         io: Io,
         config: &PipeConfig,
         parent: Option<Weak<Inner>>,
         authenticated: Option<Authenticated>,
     ) -> Pipe {
+        let Ends {
+            protocol,
+            local,
+            peer,
+            fd,
+        } = ends;
         let state = State {
             dedup: match (protocol, config.dedup_window) {
                 (Protocol::Udp, Some(n)) => Some(DedupWindow::new(n)),
@@ -397,6 +419,7 @@ impl Pipe {
                 protocol,
                 local,
                 peer,
+                fd,
                 config: config.clone(),
                 io,
                 state: Mutex::new(state),

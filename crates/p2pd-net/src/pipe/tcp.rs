@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Weak;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -13,7 +14,7 @@ use p2pd_proto::handshake::record::{Opener, Sealer};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
-use super::{Inner, Io, Layer, Message, Pipe, PipeConfig, PipeError};
+use super::{Ends, Inner, Io, Layer, Message, Pipe, PipeConfig, PipeError};
 use crate::bind::{self, BindOptions};
 
 /// Pause after a failed accept (such as EMFILE), so the loop does not spin.
@@ -186,6 +187,7 @@ fn stream_pipe(
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
     let peer = stream.peer_addr()?;
+    let fd = stream.as_raw_fd();
     let (reader, writer) = stream.into_split();
     let (sealer, opener) = layer.keys.map_or((None, None), |(s, o)| (Some(s), Some(o)));
     let writer = TcpWriter {
@@ -195,9 +197,12 @@ fn stream_pipe(
         broken: false,
     };
     let pipe = Pipe::new(
-        super::Protocol::Tcp,
-        local,
-        Some(peer),
+        Ends {
+            protocol: super::Protocol::Tcp,
+            local,
+            peer: Some(peer),
+            fd: Some(fd),
+        },
         Io::Tcp(tokio::sync::Mutex::new(Some(writer))),
         config,
         parent,
@@ -225,9 +230,12 @@ fn start_reader(pipe: &Pipe, reader: TcpReader) {
 pub(super) fn wrap_listener(listener: TcpListener, config: &PipeConfig) -> Result<Pipe, PipeError> {
     let local = listener.local_addr()?;
     let pipe = Pipe::new(
-        super::Protocol::Tcp,
-        local,
-        None,
+        Ends {
+            protocol: super::Protocol::Tcp,
+            local,
+            peer: None,
+            fd: Some(listener.as_raw_fd()),
+        },
         Io::TcpServer,
         config,
         None,

@@ -2,12 +2,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
-use super::{Inner, Io, Message, Pipe, PipeConfig, PipeError};
+use super::{Ends, Inner, Io, Message, Pipe, PipeConfig, PipeError};
 use crate::bind::{self, BindOptions};
 
 pub(super) fn bind(local: SocketAddr, config: &PipeConfig) -> Result<UdpSocket, PipeError> {
@@ -33,9 +34,12 @@ pub(super) fn wrap(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let pipe = Pipe::new(
-        super::Protocol::Udp,
-        local,
-        default_dest,
+        Ends {
+            protocol: super::Protocol::Udp,
+            local,
+            peer: default_dest,
+            fd: Some(socket.as_raw_fd()),
+        },
         Io::Udp(Mutex::new(Some(socket.clone()))),
         config,
         None,

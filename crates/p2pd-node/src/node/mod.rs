@@ -278,6 +278,22 @@ impl Node {
         self.shared.signaling.wait_connected(limit).await
     }
 
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    /// Whether the first discovery round has ended.
+    pub fn is_discovered(&self) -> bool {
+        self.status.borrow().discovered
+    }
+
+    /// Indexes (into the configured list) of the brokers signaling is
+    /// connected to now.
+    pub fn brokers_connected(&self) -> Vec<u8> {
+        self.shared.signaling.connected()
+    }
+
     /// Signaling messages received, accepted and dropped, by reason.
     /// Envelopes still queued are in `links` but not yet in `inbox`.
     pub fn signal_stats(&self) -> SignalStats {

@@ -2,9 +2,11 @@
 
 pub(crate) mod broker;
 pub(crate) mod connect;
+pub(crate) mod demo;
 pub(crate) mod interfaces;
 pub(crate) mod nat;
 pub(crate) mod node;
+pub(crate) mod rest;
 pub(crate) mod stun_server;
 
 /// Bad input on the command line, found after parsing (a peer address, a

@@ -113,6 +113,7 @@ struct ConnectTable {
 #[serde(default, deny_unknown_fields)]
 struct RestTable {
     listen: Option<SocketAddr>,
+    allow_null_origin: Option<bool>,
 }
 
 /// A value written as text and parsed with its `FromStr`, whose error
@@ -234,6 +235,9 @@ impl File {
         let mut rest = RestConfig::default();
         if let Some(listen) = self.rest.listen {
             rest.listen = listen;
+        }
+        if let Some(allow) = self.rest.allow_null_origin {
+            rest.allow_null_origin = allow;
         }
         Settings { node, rest }
     }
@@ -413,8 +417,10 @@ encrypt = true
 
 [rest]
 listen = "127.0.0.1:12333"
+allow_null_origin = true
 "#;
         let config = settings(text);
+        assert!(config.rest.allow_null_origin);
         assert_eq!(config.node.brokers[1].server.host, "198.18.0.4");
         assert_eq!(config.node.turn_servers[0].transport, TurnTransport::Udp);
         assert_eq!(config.node.turn_servers[0].realm, "lab");

@@ -1,0 +1,169 @@
+//! The named connections the API has opened: REST names connections, the
+//! node does not.
+//!
+//! A name is reserved while its connection is being opened, so two
+//! concurrent `open`s with one name cannot both connect. An entry stays
+//! after its peer ends the connection, so what arrived before the end can
+//! still be read; a new `open` may then take the name over.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use p2pd_node::Connection;
+
+use crate::error::ApiError;
+
+/// How many connections may be open (or opening) at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// One connection and what REST keeps beside it.
+#[derive(Debug, Clone)]
+pub struct Named {
+    /// Its name.
+    pub name: String,
+    /// The connection.
+    pub conn: Connection,
+    /// When it was opened.
+    pub opened: Instant,
+    /// Set while a `/p2p/pipe` relays it.
+    relayed: Arc<AtomicBool>,
+}
+
+impl Named {
+    /// Claims the relay; `None` when another pipe has it. The claim ends
+    /// when the guard drops.
+    pub fn claim_relay(&self) -> Option<RelayClaim> {
+        (!self.relayed.swap(true, Ordering::AcqRel)).then(|| RelayClaim(self.relayed.clone()))
+    }
+}
+
+/// Held while a pipe relays a connection.
+#[derive(Debug)]
+pub struct RelayClaim(Arc<AtomicBool>);
+
+impl Drop for RelayClaim {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+enum Slot {
+    Opening,
+    Open(Named),
+}
+
+/// The table, shared by every request.
+#[derive(Default)]
+pub struct Conns {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+/// A name held while its connection is opened; dropping it without
+/// [`Reservation::fill`] frees the name.
+pub struct Reservation<'a> {
+    table: &'a Conns,
+    name: Option<String>,
+}
+
+impl Reservation<'_> {
+    /// Stores the opened connection under the reserved name.
+    pub fn fill(mut self, conn: Connection, opened: Instant) -> Named {
+        let name = self.name.take().unwrap_or_default();
+        let named = Named {
+            name: name.clone(),
+            conn,
+            opened,
+            relayed: Arc::new(AtomicBool::new(false)),
+        };
+        self.table.lock().insert(name, Slot::Open(named.clone()));
+        named
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            self.table.lock().remove(&name);
+        }
+    }
+}
+
+impl Conns {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reserves `name` for a new connection. A name whose connection has
+    /// ended is taken over; the old entry is dropped.
+    pub fn reserve(&self, name: &str) -> Result<Reservation<'_>, ApiError> {
+        let mut slots = self.lock();
+        match slots.get(name) {
+            Some(Slot::Opening) => return Err(ApiError::NameTaken),
+            Some(Slot::Open(named)) if !named.conn.pipe.is_closed() => {
+                return Err(ApiError::NameTaken);
+            }
+            _ => {}
+        }
+        if slots.len() >= MAX_CONNECTIONS && !slots.contains_key(name) {
+            // Ended connections make room before a refusal.
+            slots.retain(|_, slot| !matches!(slot, Slot::Open(n) if n.conn.pipe.is_closed()));
+            if slots.len() >= MAX_CONNECTIONS {
+                return Err(ApiError::TooManyConnections(MAX_CONNECTIONS));
+            }
+        }
+        slots.insert(name.to_owned(), Slot::Opening);
+        Ok(Reservation {
+            table: self,
+            name: Some(name.to_owned()),
+        })
+    }
+
+    /// The open connection called `name`.
+    pub fn get(&self, name: &str) -> Result<Named, ApiError> {
+        match self.lock().get(name) {
+            Some(Slot::Open(named)) => Ok(named.clone()),
+            _ => Err(ApiError::NotFound(name.to_owned())),
+        }
+    }
+
+    /// Removes `name` from the table and returns it.
+    pub fn remove(&self, name: &str) -> Result<Named, ApiError> {
+        let mut slots = self.lock();
+        match slots.get(name) {
+            Some(Slot::Open(_)) => match slots.remove(name) {
+                Some(Slot::Open(named)) => Ok(named),
+                _ => Err(ApiError::NotFound(name.to_owned())),
+            },
+            _ => Err(ApiError::NotFound(name.to_owned())),
+        }
+    }
+
+    /// Every open connection, by name.
+    pub fn list(&self) -> Vec<Named> {
+        let mut all: Vec<Named> = self
+            .lock()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Open(named) => Some(named.clone()),
+                Slot::Opening => None,
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Takes every connection out (at shutdown).
+    pub fn drain(&self) -> Vec<Named> {
+        self.lock()
+            .drain()
+            .filter_map(|(_, slot)| match slot {
+                Slot::Open(named) => Some(named),
+                Slot::Opening => None,
+            })
+            .collect()
+    }
+}
