@@ -231,6 +231,15 @@ async fn answer(
         return Ok(response);
     }
     let body = if matches!(endpoint, Endpoint::Push { .. }) {
+        // An announced length over the limit is refused before any of the
+        // body is read.
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(ApiError::Body(format!("larger than {MAX_BODY} bytes")));
+        }
         read_body(req.into_body()).await?
     } else {
         Bytes::new()

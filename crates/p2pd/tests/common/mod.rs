@@ -2,6 +2,7 @@
 //! test, free ports, a broker with a node, and `p2pd connect`.
 #![allow(dead_code)] // each test binary uses its own part
 
+pub(crate) mod http;
 pub(crate) mod mqtt;
 
 use std::io::{BufRead, BufReader, Write};
@@ -208,4 +209,71 @@ pub(crate) fn connect(
         info,
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// `p2pd rest` on a free loopback port, beside a broker of its own, once
+/// it said it serves.
+pub(crate) struct RestDaemon {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) api: std::net::SocketAddr,
+    pub(crate) token: String,
+    pub(crate) process: Running,
+    pub(crate) broker: Running,
+    /// What it printed on stderr after its first line.
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Starts it; `extra` is appended to the config (it may open tables, e.g.
+/// `[rest]`).
+pub(crate) fn start_rest(extra: &str) -> RestDaemon {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let data = dir.path().join("data");
+    let extra = format!("[node]\ndata_dir = \"{}\"\n{extra}", data.display());
+    let config = write_config(dir.path(), port, &extra);
+    let broker = start_broker(port);
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut process = Running(
+        p2pd()
+            .arg("--config")
+            .arg(&config)
+            .args(["rest", "--listen", &api.to_string()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("p2pd rest"),
+    );
+    let mut stderr = BufReader::new(process.0.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = stderr.read_line(&mut line).expect("stderr");
+        assert!(n > 0, "p2pd rest ended before serving");
+        if line.contains("REST API on") {
+            break;
+        }
+    }
+    assert!(line.contains(&api.to_string()), "{line}");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let Ok(line) = line else { return };
+            if let Ok(mut log) = sink.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
+    let token = std::fs::read_to_string(data.join("rest-token"))
+        .expect("the token file")
+        .trim()
+        .to_owned();
+    RestDaemon {
+        dir,
+        api,
+        token,
+        process,
+        broker,
+        log,
+    }
 }
