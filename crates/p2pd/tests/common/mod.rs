@@ -4,6 +4,7 @@
 
 pub(crate) mod http;
 pub(crate) mod mqtt;
+pub(crate) mod web;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
