@@ -11,8 +11,13 @@ pub enum ApiError {
     #[error("No API method found: {0}")]
     NoMethod(String),
     /// The path exists, but not for this method.
-    #[error("method {0} is not allowed on this path")]
-    MethodNotAllowed(String),
+    #[error("method {method} is not allowed on this path (allowed: {allowed})")]
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The methods the path has, for the `Allow` header.
+        allowed: &'static str,
+    },
     /// `open` with a name already in use.
     #[error("Con name already exists.")]
     NameTaken,
@@ -82,7 +87,7 @@ impl ApiError {
     /// The number in the `error` field.
     pub fn code(&self) -> u16 {
         match self {
-            ApiError::NoMethod(_) | ApiError::MethodNotAllowed(_) => 1,
+            ApiError::NoMethod(_) | ApiError::MethodNotAllowed { .. } => 1,
             ApiError::NameTaken => 2,
             ApiError::ConnectFailed { .. } => 3,
             ApiError::NotFound(_) => 4,
@@ -107,7 +112,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::NoMethod(_) | ApiError::NotFound(_) | ApiError::NoSubscription(_) => 404,
-            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::MethodNotAllowed { .. } => 405,
             ApiError::NameTaken | ApiError::Relayed(_) => 409,
             ApiError::ConnectFailed { .. } | ApiError::SendFailed(_) => 502,
             ApiError::Refused(_) => 403,

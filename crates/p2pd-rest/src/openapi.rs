@@ -6,6 +6,9 @@ use serde_json::{Map, Value, json};
 
 use crate::route::{MAX_NAME, MAX_PATTERN, MAX_RECV_TIMEOUT};
 
+/// Control characters (C0, DEL, C1) are refused in names.
+const NO_CONTROLS: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$";
+
 /// What an operation answers with on success.
 #[derive(Clone, Copy)]
 enum Answer {
@@ -236,7 +239,12 @@ fn operation(method: &str, path: &str, summary: &str, answer: Answer) -> Value {
 
 fn parameter(name: &str) -> Value {
     let schema = match name {
-        "name" => json!({ "type": "string", "minLength": 1, "maxLength": MAX_NAME }),
+        "name" => json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_NAME,
+            "pattern": NO_CONTROLS,
+        }),
         "timeout" => {
             json!({ "type": "number", "minimum": 0, "maximum": MAX_RECV_TIMEOUT.as_secs() })
         }

@@ -13,11 +13,12 @@ use percent_encoding::percent_decode_str;
 
 use crate::error::ApiError;
 
-/// The longest path accepted (bytes, before decoding).
-pub const MAX_PATH: usize = 8 * 1024;
-/// The longest connection name (bytes).
+/// The longest path accepted (bytes, before decoding): room for a name
+/// and two patterns of the longest, every character percent-encoded.
+pub const MAX_PATH: usize = 32 * 1024;
+/// The longest connection name (characters).
 pub const MAX_NAME: usize = 128;
-/// The longest subscription pattern (bytes).
+/// The longest subscription pattern (characters).
 pub const MAX_PATTERN: usize = 1024;
 /// How long `recv` waits when no timeout is given (the original's 2 s).
 pub const DEFAULT_RECV_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,6 +27,7 @@ pub const MAX_RECV_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The method of a request, as far as the API cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Method {
     /// GET (HEAD is answered as GET by the server).
     Get,
@@ -35,6 +37,17 @@ pub enum Method {
     Delete,
     /// Anything else.
     Other,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+            Method::Other => "this method",
+        }
+    }
 }
 
 /// Where an `open` goes.
@@ -148,13 +161,15 @@ pub fn route(method: Method, target: &str) -> Result<Endpoint, ApiError> {
     }
     let words: Vec<&str> = segs.iter().map(String::as_str).collect();
     let unknown = || ApiError::NoMethod(path.to_owned());
+    let refuse = |allowed: &'static str| ApiError::MethodNotAllowed {
+        method: method.name().to_owned(),
+        allowed,
+    };
     let only = |allowed: Method, endpoint: Endpoint| {
         if method == allowed {
             Ok(endpoint)
         } else {
-            Err(ApiError::MethodNotAllowed(
-                format!("{method:?}").to_uppercase(),
-            ))
+            Err(refuse(allowed.name()))
         }
     };
     match words.as_slice() {
@@ -212,17 +227,16 @@ pub fn route(method: Method, target: &str) -> Result<Endpoint, ApiError> {
             match method {
                 Method::Post if rest.is_empty() => Ok(Endpoint::Push { name }),
                 Method::Post => Err(unknown()),
-                _ => {
+                Method::Get => {
                     let opts = Options::parse(rest, true)?;
-                    only(
-                        Method::Get,
-                        Endpoint::Pull {
-                            name,
-                            key: opts.key,
-                            timeout: opts.timeout,
-                        },
-                    )
+                    Ok(Endpoint::Pull {
+                        name,
+                        key: opts.key,
+                        timeout: opts.timeout,
+                    })
                 }
+                _ if rest.is_empty() => Err(refuse("GET, POST")),
+                _ => Err(refuse("GET")),
             }
         }
         ["p2p", "pipe", name] => only(
@@ -237,9 +251,7 @@ pub fn route(method: Method, target: &str) -> Result<Endpoint, ApiError> {
             match method {
                 Method::Get => Ok(Endpoint::Subscribe { name, key }),
                 Method::Delete => Ok(Endpoint::Unsubscribe { name, key }),
-                _ => Err(ApiError::MethodNotAllowed(
-                    format!("{method:?}").to_uppercase(),
-                )),
+                _ => Err(refuse("GET, DELETE")),
             }
         }
         _ => Err(unknown()),
@@ -297,20 +309,20 @@ fn decode(seg: &str) -> Result<String, ApiError> {
 }
 
 fn checked_name(name: &str) -> Result<String, ApiError> {
-    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::Parameter {
             name: "connection name",
-            why: format!("1 to {MAX_NAME} bytes, no control characters"),
+            why: format!("1 to {MAX_NAME} characters, no control characters"),
         });
     }
     Ok(name.to_owned())
 }
 
 fn checked_pattern(which: &'static str, pattern: &str) -> Result<String, ApiError> {
-    if pattern.len() > MAX_PATTERN {
+    if pattern.chars().count() > MAX_PATTERN {
         return Err(ApiError::Parameter {
             name: which,
-            why: format!("at most {MAX_PATTERN} bytes"),
+            why: format!("at most {MAX_PATTERN} characters"),
         });
     }
     Ok(pattern.to_owned())

@@ -206,11 +206,11 @@ async fn answer(
     };
     let endpoint = route::route(method, req.uri().path())?;
     if let Endpoint::Pipe { name } = &endpoint {
+        let named = shared.api.conns.get(name)?;
         let upgrade = req.headers().get(header::UPGRADE).cloned();
         let Some(protocol) = upgrade else {
             return Err(ApiError::PipeNotFirst);
         };
-        let named = shared.api.conns.get(name)?;
         let claim = named
             .claim_relay()
             .ok_or_else(|| ApiError::Relayed(name.clone()))?;
@@ -301,7 +301,13 @@ fn error_json(err: &ApiError) -> serde_json::Value {
 
 fn error_response(err: &ApiError, cors: Option<&str>) -> Response<Body> {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    with_cors(json_response(status, &error_json(err)), cors)
+    let mut response = json_response(status, &error_json(err));
+    if let ApiError::MethodNotAllowed { allowed, .. } = err {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    }
+    with_cors(response, cors)
 }
 
 fn with_cors(mut response: Response<Body>, origin: Option<&str>) -> Response<Body> {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -39,8 +38,20 @@ fn the_manuals_javascript_in_chromium_and_what_foreign_pages_cannot_do() {
     }
     let ns = Netns::new().expect("namespace with only loopback");
     let dir = tempfile::tempdir().expect("temp dir");
-    let _strict = daemon(&ns, dir.path(), "strict", STRICT, false);
-    let _relaxed = daemon(&ns, dir.path(), "relaxed", RELAXED, true);
+    let _strict = common::rest_in(
+        &ns,
+        dir.path(),
+        "strict",
+        STRICT,
+        "[rest]\nallow_null_origin = false\n",
+    );
+    let _relaxed = common::rest_in(
+        &ns,
+        dir.path(),
+        "relaxed",
+        RELAXED,
+        "[rest]\nallow_null_origin = true\n",
+    );
     let token = std::fs::read_to_string(dir.path().join("strict/data/rest-token"))
         .expect("token")
         .trim()
@@ -140,49 +151,6 @@ fn refused(ns: &Netns, port: u16) -> u64 {
             .unwrap_or(0)
     })
     .expect("enter")
-}
-
-/// `p2pd rest` in `ns` on `port`, its files under `dir/name`.
-fn daemon(ns: &Netns, dir: &Path, name: &str, port: u16, allow_null: bool) -> Running {
-    let home = dir.join(name);
-    std::fs::create_dir_all(&home).expect("dir");
-    let config = home.join("p2pd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = \"{}\"\n[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n\
-             [rest]\nallow_null_origin = {allow_null}\n",
-            home.join("data").display()
-        ),
-    )
-    .expect("config");
-    let config = config.display().to_string();
-    let listen = format!("127.0.0.1:{port}");
-    let args = ns.exec_args(
-        env!("CARGO_BIN_EXE_p2pd"),
-        &["--config", &config, "rest", "--listen", &listen],
-    );
-    let mut child = Running(
-        Command::new("ip")
-            .args(&args)
-            .env_remove("P2PD_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("p2pd rest"),
-    );
-    let mut stderr = BufReader::new(child.0.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while !line.contains("REST API on") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).expect("stderr") > 0,
-            "{name} ended"
-        );
-    }
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    child
 }
 
 /// Opens `url` in headless Chromium in `ns`; returns what the page reported.

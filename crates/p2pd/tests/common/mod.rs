@@ -278,3 +278,54 @@ pub(crate) fn start_rest(extra: &str) -> RestDaemon {
         log,
     }
 }
+
+/// `p2pd rest` in namespace `ns` on loopback `port`, contacting nothing
+/// (no brokers, STUN or NTP), its files under `dir/name`; `extra` is
+/// appended to its config. Returns once it serves.
+pub(crate) fn rest_in(
+    ns: &p2pd_lab::Netns,
+    dir: &std::path::Path,
+    name: &str,
+    port: u16,
+    extra: &str,
+) -> Running {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).expect("dir");
+    let config = home.join("p2pd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = \"{}\"\n[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n\
+             {extra}",
+            home.join("data").display()
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ns.exec_args(
+        env!("CARGO_BIN_EXE_p2pd"),
+        &["--config", &config, "rest", "--listen", &listen],
+    );
+    let mut child = Running(
+        Command::new("ip")
+            .args(&args)
+            .env_remove("P2PD_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("p2pd rest"),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("REST API on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("stderr") > 0,
+            "{name} ended"
+        );
+    }
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    child
+}
