@@ -316,7 +316,9 @@ fn bad_input_gets_a_json_error() {
         );
         assert!(answer.json()["msg"].is_string());
     }
-    let long = format!("/p2p/send/b/{}", "a".repeat(9000));
+    let wrong = http.call("DELETE", "/version", &[], b"");
+    assert_eq!((wrong.status, wrong.header("allow")), (405, Some("GET")));
+    let long = format!("/p2p/send/b/{}", "a".repeat(40_000));
     let answer = Http::connect(d.api).get(&long, &[]);
     assert_eq!(
         (answer.status, answer.json()["error"].as_u64()),
