@@ -12,6 +12,7 @@ pub mod access;
 pub mod api;
 pub mod conns;
 pub mod error;
+pub mod fuzz;
 pub mod openapi;
 mod relay;
 pub mod route;
