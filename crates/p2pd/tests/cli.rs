@@ -34,8 +34,45 @@ fn help_lists_the_subcommands() {
     let out = p2pd(&["--help"], None);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("interfaces"), "{text}");
-    assert!(p2pd(&["interfaces", "--help"], None).status.success());
+    for command in [
+        "interfaces",
+        "nat",
+        "stun-server",
+        "broker",
+        "node",
+        "connect",
+        "rest",
+        "demo",
+    ] {
+        assert!(text.contains(command), "{command}: {text}");
+        assert!(
+            p2pd(&[command, "--help"], None).status.success(),
+            "{command}"
+        );
+    }
+}
+
+#[test]
+fn rest_on_a_taken_port_is_a_one_line_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = taken.local_addr().expect("addr").to_string();
+    let file =
+        config_file("[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n");
+    let runtime = tempfile::tempdir().expect("runtime dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_p2pd"))
+        .args(["--config", file.path(), "rest", "--listen", &listen])
+        .env_remove("P2PD_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains(&listen),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -91,6 +128,8 @@ fn bad_arguments_exit_2_with_one_line() {
         &["connect", &good_addr, "--linger", "99999"],
         &["connect", &good_addr, "--linger", "-1"],
         &["broker", "--listen", "nowhere"],
+        &["rest", "--listen", "nowhere"],
+        &["demo", "extra"],
     ] {
         let out = p2pd(args, None);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
