@@ -162,10 +162,13 @@ async fn get(send: &mut Sender, path: &str) -> Result<Bytes, String> {
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
-        .await
-        .map_err(|_| "no answer in 5 s".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(5), async {
+        send.ready().await?;
+        send.send_request(req).await
+    })
+    .await
+    .map_err(|_| "no answer in 5 s".to_owned())?
+    .map_err(|e| e.to_string())?;
     let ok = response.status().is_success();
     let body = response
         .into_body()

@@ -137,6 +137,15 @@ impl Policy {
         if marks.origin.is_none() && !cross && marks.referer.is_none() {
             return Verdict::Program;
         }
+        // A loopback page is served whatever token it sends (a stale one
+        // after a restart too); any other page needs the right token.
+        if let Some(origin) = marks.origin.as_deref()
+            && is_loopback_origin(origin)
+        {
+            return Verdict::Browser {
+                origin: Some(origin.to_owned()),
+            };
+        }
         match marks.token.as_deref() {
             Some(token) if same_secret(token, &self.token) => {
                 return Verdict::Browser {
@@ -156,9 +165,6 @@ impl Policy {
                     Verdict::Refused(Rule::NullOrigin)
                 }
             }
-            Some(origin) if is_loopback_origin(origin) => Verdict::Browser {
-                origin: Some(origin.to_owned()),
-            },
             Some(_) => Verdict::Refused(Rule::ForeignOrigin),
             // No Origin: a navigation or a no-cors request. Served only
             // when a loopback page made it.
@@ -368,6 +374,17 @@ mod tests {
                 ("x-p2pd-token", "secret-tokeX")
             ])),
             Verdict::Refused(Rule::WrongToken)
+        );
+        assert_eq!(
+            p.judge(&marks(&[
+                host,
+                ("Origin", "http://localhost:8000"),
+                ("X-P2PD-Token", "stale")
+            ])),
+            Verdict::Browser {
+                origin: Some("http://localhost:8000".into())
+            },
+            "a loopback page with an old token"
         );
         assert_eq!(
             policy(true).judge(&marks(&[host, ("Origin", "null")])),

@@ -19,6 +19,10 @@ use crate::route::{Endpoint, Target};
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
+/// Subscriptions one connection may have (each a queue and a regex every
+/// message is matched against).
+pub const MAX_SUBSCRIPTIONS: usize = 16;
+
 /// A successful answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -113,6 +117,10 @@ impl Api {
             }
             Endpoint::Subscribe { name, key } => {
                 let named = self.conns.get(&name)?;
+                let subs = named.conn.pipe.subscriptions();
+                if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(&key) {
+                    return Err(ApiError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
+                }
                 named
                     .conn
                     .pipe

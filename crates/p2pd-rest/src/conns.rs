@@ -61,10 +61,12 @@ pub struct Conns {
 }
 
 /// A name held while its connection is opened; dropping it without
-/// [`Reservation::fill`] frees the name.
+/// [`Reservation::fill`] frees the name, or gives it back to the ended
+/// connection it was taken from (with what that one still has to read).
 pub struct Reservation<'a> {
     table: &'a Conns,
     name: Option<String>,
+    previous: Option<Named>,
 }
 
 impl Reservation<'_> {
@@ -85,7 +87,11 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if let Some(name) = self.name.take() {
-            self.table.lock().remove(&name);
+            let mut slots = self.table.lock();
+            match self.previous.take() {
+                Some(previous) => slots.insert(name, Slot::Open(previous)),
+                None => slots.remove(&name),
+            };
         }
     }
 }
@@ -115,10 +121,14 @@ impl Conns {
                 return Err(ApiError::TooManyConnections(MAX_CONNECTIONS));
             }
         }
-        slots.insert(name.to_owned(), Slot::Opening);
+        let previous = match slots.insert(name.to_owned(), Slot::Opening) {
+            Some(Slot::Open(ended)) => Some(ended),
+            _ => None,
+        };
         Ok(Reservation {
             table: self,
             name: Some(name.to_owned()),
+            previous,
         })
     }
 

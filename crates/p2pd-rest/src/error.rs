@@ -81,6 +81,9 @@ pub enum ApiError {
     /// Too many HTTP connections or requests at once.
     #[error("busy: too many HTTP connections")]
     Busy,
+    /// The connection has as many subscriptions as it may.
+    #[error("too many subscriptions: at most {0} per connection")]
+    TooManySubscriptions(usize),
 }
 
 impl ApiError {
@@ -105,6 +108,7 @@ impl ApiError {
             ApiError::Closed(_) => 18,
             ApiError::PipeNotFirst => 19,
             ApiError::Busy => 20,
+            ApiError::TooManySubscriptions(_) => 21,
         }
     }
 
@@ -113,7 +117,7 @@ impl ApiError {
         match self {
             ApiError::NoMethod(_) | ApiError::NotFound(_) | ApiError::NoSubscription(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::NameTaken | ApiError::Relayed(_) => 409,
+            ApiError::NameTaken | ApiError::Relayed(_) | ApiError::TooManySubscriptions(_) => 409,
             ApiError::ConnectFailed { .. } | ApiError::SendFailed(_) => 502,
             ApiError::Refused(_) => 403,
             ApiError::Empty(_) => 504,

@@ -29,7 +29,7 @@ pub const MAX_RECV_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Method {
-    /// GET (HEAD is answered as GET by the server).
+    /// GET.
     Get,
     /// POST.
     Post,

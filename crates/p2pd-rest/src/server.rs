@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{Marks, Policy, Verdict};
 use crate::api::{Api, Reply};
+use crate::conns::{Named, RelayClaim};
 use crate::error::ApiError;
 use crate::route::{self, Endpoint, Method};
 use crate::{RestConfig, relay};
@@ -40,10 +41,16 @@ use crate::{RestConfig, relay};
 pub const MAX_HTTP_CONNECTIONS: usize = 1024;
 /// The largest request body (`POST /p2p/binary`).
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Bodies read at once: at most this many times [`MAX_BODY`] in memory.
+const MAX_BODIES: usize = 8;
+/// How long a client may take to send a body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest request head.
 const MAX_HEAD: usize = 16 * 1024;
-/// How long a client may take to send a request head.
+/// How long a client may take to send a whole request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Headers a request may have (hyper's own limit is 100).
+const MAX_HEADERS: usize = 100;
 /// The prefix of the request line the server parses itself.
 const PIPE_PREFIX: &[u8] = b"GET /p2p/pipe/";
 
@@ -62,7 +69,11 @@ pub struct Server {
 struct Shared {
     api: Api,
     policy: Policy,
+    /// One per HTTP connection, and per relay once upgraded.
     slots: Arc<Semaphore>,
+    bodies: Semaphore,
+    /// Cancelled when the server stops: relays end too.
+    stopping: CancellationToken,
 }
 
 impl Server {
@@ -78,6 +89,8 @@ impl Server {
                     allow_null_origin: config.allow_null_origin,
                 },
                 slots: Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS)),
+                bodies: Semaphore::new(MAX_BODIES),
+                stopping: CancellationToken::new(),
             }),
         })
     }
@@ -115,6 +128,7 @@ impl Server {
                 }
             }
         }
+        self.shared.stopping.cancel();
         tasks.shutdown().await;
         for named in self.shared.api.conns.drain() {
             named.conn.pipe.close().await;
@@ -125,15 +139,16 @@ impl Server {
 async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let mut head = BytesMut::with_capacity(1024);
+    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
     // Enough of the first request to see whether it is a pipe.
     while head.len() < PIPE_PREFIX.len() && !head.contains(&b'\n') {
-        match tokio::time::timeout(HEAD_TIMEOUT, stream.read_buf(&mut head)).await {
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut head)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }
     }
     if head.starts_with(PIPE_PREFIX) {
-        raw_pipe(&shared, stream, head).await;
+        raw_pipe(&shared, stream, head, deadline).await;
         return;
     }
     let io = TokioIo::new(Rewind {
@@ -206,22 +221,28 @@ async fn answer(
     };
     let endpoint = route::route(method, req.uri().path())?;
     if let Endpoint::Pipe { name } = &endpoint {
-        let named = shared.api.conns.get(name)?;
+        shared.api.conns.get(name)?;
         let upgrade = req.headers().get(header::UPGRADE).cloned();
         let Some(protocol) = upgrade else {
             return Err(ApiError::PipeNotFirst);
         };
-        let claim = named
-            .claim_relay()
-            .ok_or_else(|| ApiError::Relayed(name.clone()))?;
+        let (named, claim) = relayable(shared, name)?;
+        // The relay outlives this HTTP connection's task: it holds a slot
+        // of its own.
+        let slot = shared
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Busy)?;
         shared.api.counters.relays.fetch_add(1, Ordering::Relaxed);
         let on_upgrade = hyper::upgrade::on(&mut req);
         let pipe = named.conn.pipe.clone();
+        let stop = shared.stopping.clone();
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
-                relay::relay(TokioIo::new(upgraded), pipe, Bytes::new()).await;
+                relay::relay(TokioIo::new(upgraded), pipe, Bytes::new(), stop).await;
             }
-            drop(claim);
+            drop((claim, slot));
         });
         let mut response = Response::new(Body::default());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -240,7 +261,10 @@ async fn answer(
         if announced.is_some_and(|n| n > MAX_BODY as u64) {
             return Err(ApiError::Body(format!("larger than {MAX_BODY} bytes")));
         }
-        read_body(req.into_body()).await?
+        let _reading = shared.bodies.acquire().await.map_err(|_| ApiError::Busy)?;
+        tokio::time::timeout(BODY_TIMEOUT, read_body(req.into_body()))
+            .await
+            .map_err(|_| ApiError::Body(format!("not received within {BODY_TIMEOUT:?}")))??
     } else {
         Bytes::new()
     };
@@ -363,12 +387,30 @@ fn preflight(origin: Option<&str>, req: &Request<Incoming>) -> Response<Body> {
 /// The manual's pipe request, parsed here: no HTTP answer (the manual's
 /// client reads raw bytes at once), unless it asked for an Upgrade, which
 /// gets a 101; refusals and errors get a JSON answer and the close.
-async fn raw_pipe(shared: &Shared, mut stream: TcpStream, mut head: BytesMut) {
+async fn raw_pipe(
+    shared: &Shared,
+    mut stream: TcpStream,
+    mut head: BytesMut,
+    deadline: tokio::time::Instant,
+) {
     let counters = &shared.api.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let end = loop {
-        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::Request::new(&mut headers).parse(&head) {
+            Ok(httparse::Status::Complete(end)) => break end,
+            Ok(httparse::Status::Partial) => {}
+            Err(err) => {
+                refuse(
+                    stream,
+                    &ApiError::Parameter {
+                        name: "request",
+                        why: format!("not an HTTP/1.1 request head: {err}"),
+                    },
+                )
+                .await;
+                return;
+            }
         }
         if head.len() >= MAX_HEAD {
             refuse(
@@ -378,13 +420,13 @@ async fn raw_pipe(shared: &Shared, mut stream: TcpStream, mut head: BytesMut) {
             .await;
             return;
         }
-        match tokio::time::timeout(HEAD_TIMEOUT, stream.read_buf(&mut head)).await {
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut head)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }
     };
     let (marks, path, upgrade) = {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         if !matches!(req.parse(&head[..end]), Ok(httparse::Status::Complete(_))) {
             refuse(
@@ -411,10 +453,7 @@ async fn raw_pipe(shared: &Shared, mut stream: TcpStream, mut head: BytesMut) {
         return;
     }
     let named = match route::route(Method::Get, &path) {
-        Ok(Endpoint::Pipe { name }) => shared.api.conns.get(&name).and_then(|named| {
-            let claim = named.claim_relay().ok_or(ApiError::Relayed(name))?;
-            Ok((named, claim))
-        }),
+        Ok(Endpoint::Pipe { name }) => relayable(shared, &name),
         Ok(_) => Err(ApiError::NoMethod(path)),
         Err(err) => Err(err),
     };
@@ -437,10 +476,30 @@ async fn raw_pipe(shared: &Shared, mut stream: TcpStream, mut head: BytesMut) {
     }
     counters.relays.fetch_add(1, Ordering::Relaxed);
     head.advance(end);
-    relay::relay(stream, named.conn.pipe.clone(), head.freeze()).await;
+    relay::relay(
+        stream,
+        named.conn.pipe.clone(),
+        head.freeze(),
+        shared.stopping.clone(),
+    )
+    .await;
 }
 
-/// Answers an error outside hyper, then closes.
+/// The connection a pipe may relay now, and the claim on it.
+fn relayable(shared: &Shared, name: &str) -> Result<(Named, RelayClaim), ApiError> {
+    let named = shared.api.conns.get(name)?;
+    if named.conn.pipe.is_closed() {
+        return Err(ApiError::Closed(name.to_owned()));
+    }
+    let claim = named
+        .claim_relay()
+        .ok_or_else(|| ApiError::Relayed(name.to_owned()))?;
+    Ok((named, claim))
+}
+
+/// Answers an error outside hyper, then closes. What the client still
+/// sends is read (briefly) first: closing with unread bytes would reset
+/// the connection and lose the answer.
 async fn refuse(mut stream: TcpStream, err: &ApiError) {
     let body = serde_json::to_string_pretty(&error_json(err)).unwrap_or_default() + "\n";
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -452,6 +511,14 @@ async fn refuse(mut stream: TcpStream, err: &ApiError) {
     );
     let _ = stream.write_all(text.as_bytes()).await;
     let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < MAX_HEAD * 4 {
+        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
 }
 
 /// A stream that first yields bytes already read from it.

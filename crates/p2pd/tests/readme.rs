@@ -38,7 +38,7 @@ fn readme_first_command_runs_as_written() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "`{first}` failed ({}):\n{stderr}",
+        "`{first}` failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
     assert!(

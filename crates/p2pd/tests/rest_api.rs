@@ -237,6 +237,28 @@ fn the_manuals_raw_pipe_request_relays_both_ways() {
         (400, Some(19))
     );
 
+    // A half-close: everything sent, the answer still comes back.
+    drop(up);
+    let mut half = Http::connect(d.api);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        std::io::Write::write_all(
+            &mut half.stream,
+            b"GET /p2p/pipe/p HTTP/1.1\r\nOrigin: null\r\n\r\nECHO half-closed",
+        )
+        .expect("send");
+        half.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let got = half.read_exact_raw(11);
+        if got != b"HTTP/1.1 40" || Instant::now() > deadline {
+            assert_eq!(got, b"half-closed");
+            break;
+        }
+        // The earlier relay had not let go yet (409): try again.
+        half = Http::connect(d.api);
+    }
+
     let mut unknown = Http::connect(d.api);
     let missing = unknown.raw(b"GET /p2p/pipe/nobody HTTP/1.1\r\nOrigin: null\r\n\r\n");
     assert_eq!(
@@ -323,6 +345,16 @@ fn bad_input_gets_a_json_error() {
     assert_eq!(
         (answer.status, answer.json()["error"].as_u64()),
         (414, Some(16))
+    );
+    // At most 16 subscriptions per connection (the everything-one counts).
+    for n in 0..15 {
+        ok(&http.get(&format!("/p2p/sub/b/msg_p/m{n}"), &[]));
+    }
+    ok(&http.get("/p2p/sub/b/msg_p/m0", &[]));
+    let full = http.get("/p2p/sub/b/msg_p/one-more", &[]);
+    assert_eq!(
+        (full.status, full.json()["error"].as_u64()),
+        (409, Some(21))
     );
     let long_pattern = format!("/p2p/sub/b/msg_p/{}", "a".repeat(1100));
     assert_eq!(http.get(&long_pattern, &[]).json()["error"], 14);

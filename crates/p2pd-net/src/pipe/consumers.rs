@@ -63,6 +63,12 @@ impl Pipe {
         Ok(())
     }
 
+    /// The patterns of every subscription, oldest first.
+    pub fn subscriptions(&self) -> Vec<SubKey> {
+        let state = self.inner.state();
+        state.consumers.subs.iter().map(|s| s.key.clone()).collect()
+    }
+
     /// Deletes the queue of `key` and what is in it; returns whether it
     /// existed.
     pub fn unsubscribe(&self, key: &SubKey) -> bool {

@@ -153,9 +153,14 @@ impl Client {
             .header("host", format!("localhost:{}", self.api.port()))
             .header("content-type", "application/octet-stream")
             .body(Full::new(Bytes::copy_from_slice(body)))?;
-        let response = tokio::time::timeout(STEP_LIMIT, self.send.send_request(req))
-            .await
-            .context("no answer in time")??;
+        // The connection takes the next request once it has finished the
+        // last one.
+        let response = tokio::time::timeout(STEP_LIMIT, async {
+            self.send.ready().await?;
+            self.send.send_request(req).await
+        })
+        .await
+        .context("no answer in time")??;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
         Ok(Answer { status, body })

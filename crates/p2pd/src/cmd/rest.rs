@@ -27,13 +27,15 @@ pub(crate) async fn run(args: &Args, settings: Settings) -> anyhow::Result<()> {
     }
     let secret = token::generate();
     let dir = node.data_dir.clone().unwrap_or_else(token::default_dir);
-    let token_path = token::store(&dir, &secret).context("keeping the API token")?;
     // Discovery and brokers come up in the background: the API serves
     // at once and reports what is known so far.
     let node = Node::start(node).await.context("starting the node")?;
-    let server = Server::bind(node.clone(), &rest, secret)
+    let server = Server::bind(node.clone(), &rest, secret.clone())
         .await
         .with_context(|| format!("cannot listen on {}", rest.listen))?;
+    // Only once the port is ours: a second daemon that cannot listen
+    // leaves the running one's token alone.
+    let token_path = token::store(&dir, &secret).context("keeping the API token")?;
     let listen = server.local_addr().context("the REST listener")?;
     output::status(format_args!(
         "REST API on http://{listen}/ (node {}); browser token in {}",
@@ -54,6 +56,10 @@ pub(crate) async fn run(args: &Args, settings: Settings) -> anyhow::Result<()> {
     stop.cancel();
     serving.await.context("the REST server task failed")?;
     node.close().await;
+    // The token dies with the daemon (unless another has replaced it).
+    if std::fs::read_to_string(&token_path).is_ok_and(|t| t.trim() == secret) {
+        let _ = std::fs::remove_file(&token_path);
+    }
     output::status(format_args!("stopped"));
     Ok(())
 }
