@@ -543,3 +543,43 @@ fn ok_plain(answer: &Answer) -> Value {
     assert_eq!(answer.status, 200);
     answer.json()
 }
+
+#[test]
+fn a_connection_the_peer_ended_keeps_what_it_sent_then_says_closed() {
+    let d = start_rest("");
+    let config = d.dir.path().join("p2pd.toml");
+    let (mut peer, addr) = common::start_node(&config);
+    let mut http = Http::connect(d.api);
+    let encoded = percent_encoding::utf8_percent_encode(&addr, percent_encoding::NON_ALPHANUMERIC);
+    let open = ok(&http.get(&format!("/p2p/open/gone/{encoded}"), &[]));
+    assert_eq!(open["strategy"], "direct");
+    // "last" is queued twice: in its own subscription (read here, so we
+    // know it arrived) and in the everything-queue (kept for later).
+    ok(&http.get("/p2p/sub/gone/msg_p/last", &[]));
+    ok(&http.get("/p2p/send/gone/ECHO%20last", &[]));
+    assert_eq!(
+        ok(&http.get("/p2p/recv/gone/msg_p/last", &[]))["data"],
+        "last"
+    );
+    peer.0.kill().expect("kill the peer");
+    peer.0.wait().expect("wait");
+    // What it sent before the end is still read, then the end is told.
+    assert_eq!(ok(&http.get("/p2p/recv/gone", &[]))["data"], "last");
+    let closed = http.get("/p2p/recv/gone/timeout/10", &[]);
+    assert_eq!(
+        (closed.status, closed.json()["error"].as_u64()),
+        (410, Some(18))
+    );
+    let mut pipe = Http::connect(d.api);
+    let refused = pipe.raw(b"GET /p2p/pipe/gone HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        (refused.status, refused.json()["error"].as_u64()),
+        (410, Some(18))
+    );
+    // A failed re-open gives the name back to the ended connection.
+    assert_eq!(
+        http.get("/p2p/open/gone/not-an-address", &[]).json()["error"],
+        12
+    );
+    assert_eq!(ok(&http.get("/p2p/con/gone", &[]))["open"], false);
+}
