@@ -102,10 +102,16 @@ async fn start() -> anyhow::Result<Services> {
 /// A STUN server on a free loopback port.
 async fn start_stun() -> anyhow::Result<(SocketAddr, StunServer)> {
     let mut last = None;
-    for _ in 0..5 {
-        let probe = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let addr = probe.local_addr()?;
-        drop(probe);
+    // The server takes one port for UDP and TCP: find one free for both
+    // (TCP first, as its ports linger in TIME_WAIT), retrying if another
+    // program takes it in between.
+    for _ in 0..20 {
+        let tcp = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = tcp.local_addr()?;
+        let Ok(udp) = std::net::UdpSocket::bind(addr) else {
+            continue;
+        };
+        drop((tcp, udp));
         match StunServer::start(ServerAddresses {
             primary: addr,
             alternate: None,
