@@ -138,3 +138,20 @@ pub fn handshake(data: &[u8]) {
 fn opener_rejects_or_waits(opener: &mut Opener, data: &[u8], out: &mut Vec<u8>) -> bool {
     opener.open(data, out).is_err() || out.is_empty()
 }
+
+/// SNTP: any bytes decode or are refused; what decodes re-encodes to the
+/// same header; taking them as an answer or as a request never panics,
+/// and a server's answer always decodes as one.
+pub fn ntp_packet(data: &[u8]) {
+    use crate::ntp::{Mode, Packet, Sample, answer};
+    if let Ok(packet) = Packet::decode(data) {
+        assert_eq!(&packet.encode()[..], &data[..crate::ntp::packet::LEN]);
+        let from = std::net::SocketAddr::from(([127, 0, 0, 1], 123));
+        let _ = Sample::from_answer(from, packet.origin.0, 0, data, i128::from(u64::MAX));
+        let _ = Sample::from_answer(from, packet.origin.0, i128::MIN / 4, data, i128::MAX / 4);
+    }
+    if let Some(reply) = answer(data, 1_796_515_200_000_000_000) {
+        let reply = Packet::decode(&reply).expect("an answer decodes");
+        assert_eq!(reply.mode, Mode::Server);
+    }
+}

@@ -16,6 +16,7 @@ pub mod connect;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handshake;
+pub mod ntp;
 pub mod route;
 pub mod signal;
 pub mod stun;
