@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod fd_limit;
 pub mod handshake;
 pub mod interfaces;
+pub mod ntp;
 pub mod pipe;
 pub mod stun;
 pub mod wall_clock;

@@ -31,6 +31,8 @@ enum Command {
     Nat(cmd::nat::Args),
     /// Run an RFC 5780 STUN server (UDP and TCP).
     StunServer(cmd::stun_server::Args),
+    /// Run a small SNTP server on the host clock (for labs and tests).
+    NtpServer(cmd::ntp_server::Args),
     /// Run an embedded MQTT broker (for LANs, offline use and tests).
     Broker(cmd::broker::Args),
     /// Run a node; prints its address, then serves until SIGINT/SIGTERM.
@@ -68,6 +70,9 @@ fn main() -> ExitCode {
         }
         Command::StunServer(args) => {
             runtime().and_then(|rt| rt.block_on(cmd::stun_server::run(&args)))
+        }
+        Command::NtpServer(args) => {
+            runtime().and_then(|rt| rt.block_on(cmd::ntp_server::run(&args)))
         }
         Command::Broker(args) => runtime().and_then(|rt| rt.block_on(cmd::broker::run(&args))),
         Command::Node(args) => {

@@ -130,6 +130,8 @@ fn bad_arguments_exit_2_with_one_line() {
         &["broker", "--listen", "nowhere"],
         &["rest", "--listen", "nowhere"],
         &["demo", "extra"],
+        &["ntp-server", "--listen", "127.0.0.1:1", "--offset-ms", "x"],
+        &["ntp-server"],
     ] {
         let out = p2pd(args, None);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -6,6 +6,7 @@ pub(crate) mod demo;
 pub(crate) mod interfaces;
 pub(crate) mod nat;
 pub(crate) mod node;
+pub(crate) mod ntp_server;
 pub(crate) mod rest;
 pub(crate) mod stun_server;
 

@@ -44,6 +44,14 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+pub(crate) fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 pub(crate) fn p2pd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2pd"));
     cmd.env_remove("P2PD_CONFIG").env_remove("RUST_LOG");
