@@ -4,7 +4,6 @@
 //! prints them.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use p2pd_net::stun::client::StunError;
 use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions, NatReport, discover_gated};
@@ -12,46 +11,14 @@ use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions, NatReport, di
 use crate::locals::Local;
 use crate::servers::HostPort;
 
-/// How long resolving one STUN server name may take.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The usual STUN port, for servers given without one.
 pub const STUN_PORT: u16 = 3478;
 
-/// Resolves STUN servers, all at once (an unanswered name costs one
-/// timeout, not one each); a name that does not resolve in time is logged
-/// and skipped. Keeps the configured order.
+/// Resolves STUN servers, all at once (see [`servers::resolve`]).
 ///
 /// Cancel-safe.
 pub async fn resolve_stun(servers: &[HostPort]) -> Vec<SocketAddr> {
-    let mut lookups = tokio::task::JoinSet::new();
-    for (n, server) in servers.iter().enumerate() {
-        let host = if server.host.contains(':') {
-            format!("[{}]", server.host)
-        } else {
-            server.host.clone()
-        };
-        let name = format!("{host}:{}", server.port_or(STUN_PORT));
-        lookups.spawn(async move {
-            let found =
-                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(name.clone())).await;
-            (n, name, found)
-        });
-    }
-    let mut found = Vec::new();
-    while let Some(joined) = lookups.join_next().await {
-        let Ok((n, name, result)) = joined else {
-            continue;
-        };
-        match result {
-            Ok(Ok(addrs)) => found.push((n, addrs.collect::<Vec<_>>())),
-            Ok(Err(err)) => tracing::warn!(server = %name, %err, "STUN server skipped"),
-            Err(_) => tracing::warn!(server = %name, "STUN server skipped: no DNS answer"),
-        }
-    }
-    found.sort_by_key(|(n, _)| *n);
-    let mut out: Vec<SocketAddr> = found.into_iter().flat_map(|(_, addrs)| addrs).collect();
-    out.dedup();
-    out
+    crate::servers::resolve(servers, STUN_PORT, "STUN").await
 }
 
 /// Runs NAT discovery on every local address at once (each test mostly

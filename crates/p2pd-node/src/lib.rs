@@ -4,6 +4,7 @@
 
 pub mod broker;
 mod candidates;
+pub mod clock;
 pub mod config;
 pub mod connect;
 pub mod defaults;

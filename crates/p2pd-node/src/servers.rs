@@ -2,7 +2,12 @@
 //! for signaling brokers, and TURN relays with their credentials.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
+
+/// How long resolving one server name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A server named by host (DNS name or IP) and port: `host:port`,
 /// `[v6]:port`, or a bare host taking the service's default port.
@@ -36,6 +41,47 @@ impl HostPort {
     pub fn port_or(&self, default: u16) -> u16 {
         if self.port == 0 { default } else { self.port }
     }
+}
+
+/// Resolves servers (`kind` names them in logs), all at once: an
+/// unanswered name costs one timeout, not one each, and a name that does
+/// not resolve in time is logged and skipped. Keeps the configured order.
+///
+/// Cancel-safe.
+pub async fn resolve(
+    servers: &[HostPort],
+    default_port: u16,
+    kind: &'static str,
+) -> Vec<SocketAddr> {
+    let mut lookups = tokio::task::JoinSet::new();
+    for (n, server) in servers.iter().enumerate() {
+        let host = if server.host.contains(':') {
+            format!("[{}]", server.host)
+        } else {
+            server.host.clone()
+        };
+        let name = format!("{host}:{}", server.port_or(default_port));
+        lookups.spawn(async move {
+            let found =
+                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(name.clone())).await;
+            (n, name, found)
+        });
+    }
+    let mut found = Vec::new();
+    while let Some(joined) = lookups.join_next().await {
+        let Ok((n, name, result)) = joined else {
+            continue;
+        };
+        match result {
+            Ok(Ok(addrs)) => found.push((n, addrs.collect::<Vec<_>>())),
+            Ok(Err(err)) => tracing::warn!(server = %name, %err, "{kind} server skipped"),
+            Err(_) => tracing::warn!(server = %name, "{kind} server skipped: no DNS answer"),
+        }
+    }
+    found.sort_by_key(|(n, _)| *n);
+    let mut out: Vec<SocketAddr> = found.into_iter().flat_map(|(_, addrs)| addrs).collect();
+    out.dedup();
+    out
 }
 
 impl FromStr for HostPort {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use p2pd_net::pipe::{RecvError, SubKey};
 use p2pd_node::Node;
+use p2pd_node::clock::Clock;
 use p2pd_proto::addr::PeerAddr;
 use serde_json::{Value, json};
 
@@ -254,8 +255,20 @@ impl Api {
         let signals = self.node.signal_stats();
         let c = &self.counters;
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let clock = match self.node.clock() {
+            Clock::Measured(c) => json!({
+                "agreed": c.agreed,
+                "delay_ms": c.delay_ns as f64 / 1e6,
+                "offset_ms": c.offset_ns as f64 / 1e6,
+                "outliers": c.outliers,
+                "state": "measured",
+            }),
+            Clock::Measuring => json!({ "state": "measuring" }),
+            _ => json!({ "state": "unknown" }),
+        };
         json!({
             "addr": addr.to_string(),
+            "clock": clock,
             "brokers": {
                 "configured": self.node.config().brokers.len(),
                 "connected": self.node.brokers_connected(),

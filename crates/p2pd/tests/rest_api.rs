@@ -532,6 +532,9 @@ fn openapi_and_status_describe_the_server() {
             .is_some_and(|a| a.parse::<p2pd_proto::addr::PeerAddr>().is_ok())
     );
     assert_eq!(status["brokers"]["configured"], 1);
+    // The test config names no NTP server: never measured.
+    let clock = status["clock"]["state"].as_str();
+    assert!(matches!(clock, Some("unknown" | "measuring")), "{status}");
     assert!(status["uptime_s"].as_f64().is_some_and(|s| s >= 0.0));
     assert!(status["interfaces"].is_array() && status["counters"]["requests"].as_u64() >= Some(2));
     let mut d = d;

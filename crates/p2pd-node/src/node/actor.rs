@@ -82,6 +82,7 @@ impl Actor {
             .filter(|n| self.parts.candidates.is_served(*n))
             .collect();
         self.discover(served, true);
+        self.measure_clock();
         let mut retry = tokio::time::interval(binds::RETRY_EVERY);
         loop {
             tokio::select! {
@@ -151,6 +152,7 @@ impl Actor {
                     self.parts.status.send_modify(|s| s.discovered = true);
                 }
             }
+            Command::Clock(clock) => self.parts.status.send_modify(|s| s.clock = clock),
             Command::Close { done } => return Some(done),
         }
         None
@@ -245,6 +247,23 @@ impl Actor {
         if !newly.is_empty() {
             self.discover(newly, false);
         }
+    }
+
+    /// Measures the clock on a task of its own; the result comes back as
+    /// [`Command::Clock`].
+    fn measure_clock(&self) {
+        let names = self.parts.shared.config.ntp_servers.clone();
+        let me = self.parts.me.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            let clock = tokio::select! {
+                () = stop.cancelled() => return,
+                clock = crate::clock::measure(&names) => clock,
+            };
+            if let Some(me) = me.upgrade() {
+                let _ = me.send(Command::Clock(clock)).await;
+            }
+        });
     }
 
     /// Runs STUN discovery for some local addresses on a task of its own

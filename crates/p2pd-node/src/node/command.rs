@@ -33,6 +33,8 @@ pub(crate) enum Command {
         found: Vec<(usize, Reflexive)>,
         first: bool,
     },
+    /// What the clock measurement found.
+    Clock(crate::clock::Clock),
     /// Stop everything; `done` is answered once the servers are closed.
     Close { done: oneshot::Sender<()> },
 }

@@ -82,6 +82,8 @@ pub struct Status {
     pub discovered: bool,
     /// Signaling envelopes opened: accepted and dropped, by reason.
     pub signals: InboxStats,
+    /// How far the local clock is from the NTP servers'.
+    pub clock: crate::clock::Clock,
 }
 
 /// Every signaling message that reached the node, counted under exactly
@@ -286,6 +288,23 @@ impl Node {
     /// Whether the first discovery round has ended.
     pub fn is_discovered(&self) -> bool {
         self.status.borrow().discovered
+    }
+
+    /// How far this machine's clock is from the NTP servers' (measured in
+    /// the background at start, within [`crate::clock::CLOCK_LIMIT`]).
+    pub fn clock(&self) -> crate::clock::Clock {
+        self.status.borrow().clock
+    }
+
+    /// Waits until the clock measurement has ended, or the node stopped.
+    ///
+    /// Cancel-safe.
+    pub async fn clock_measured(&self) -> crate::clock::Clock {
+        let mut status = self.status.clone();
+        let _ = status
+            .wait_for(|s| s.clock != crate::clock::Clock::Measuring)
+            .await;
+        self.clock()
     }
 
     /// Indexes (into the configured list) of the brokers signaling is
