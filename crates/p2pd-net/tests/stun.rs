@@ -264,3 +264,26 @@ async fn a_server_that_disagrees_is_reported() {
     assert_eq!(report.disagreements, vec![(liar, claims)]);
     assert_eq!(report.nat, NatType::Open, "the RFC 5780 server decides");
 }
+
+#[tokio::test]
+async fn tcp_behaviour_without_a_nat_is_independent_and_equal() {
+    let server = server().await;
+    let addrs = server.addresses();
+    let report = p2pd_net::stun::tcp_behaviour::discover_tcp(
+        "127.0.0.1".parse().expect("lit"),
+        addrs.primary,
+    )
+    .await
+    .expect("tcp tests");
+    assert_eq!(
+        report.mapping,
+        Some(p2pd_proto::stun::behavior::Mapping::EndpointIndependent)
+    );
+    assert_eq!(report.delta.kind, DeltaType::Equal, "{report:?}");
+    assert_eq!(
+        report.series.len(),
+        p2pd_net::stun::tcp_behaviour::DELTA_SAMPLES
+    );
+    assert!(report.series.iter().all(|(local, mapped)| local == mapped));
+    server.stop().await;
+}

@@ -1,6 +1,6 @@
 //! `p2pd nat` and `p2pd stun-server` across every router kind of the lab,
-//! checked against tools that are not ours: coturn as the server for our
-//! client, Debian's `stun` client against our server.
+//! over UDP and TCP, checked against tools that are not ours: coturn as
+//! the server for our client, Debian's `stun` client against our server.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -155,6 +155,28 @@ fn check(kind: NatKind, nat: &str, delta: &str, value: i64, stun_client_says: &s
             entry["delta"]["value"], value,
             "{kind} via {server}: {entry}"
         );
+        println!("{kind} via {server}, tcp: {}", entry["tcp"]);
+        // TCP behaves as UDP in every router of the lab, except that a
+        // host without a NAT keeps its ports (equal), where UDP's delta
+        // is not applicable.
+        let tcp = &entry["tcp"];
+        let tcp_delta = if delta == "not-applicable" {
+            "equal"
+        } else {
+            delta
+        };
+        let tcp_mapping = if nat == "symmetric" {
+            "address-and-port-dependent"
+        } else {
+            "endpoint-independent"
+        };
+        assert_eq!(tcp["mapping"], tcp_mapping, "{kind} via {server}: {tcp}");
+        assert_eq!(
+            tcp["delta"]["type"], tcp_delta,
+            "{kind} via {server}: {tcp}"
+        );
+        assert_eq!(tcp["delta"]["value"], value, "{kind} via {server}: {tcp}");
+        assert_eq!(tcp["external_ip"], entry["external_ip"], "{kind}: {tcp}");
         let expected_ip = if kind.translates() {
             Side::A.internet_v4().to_string()
         } else {

@@ -196,6 +196,18 @@ pub async fn query_tcp(
     server: SocketAddr,
     timeout: Duration,
 ) -> Result<BindingResponse, StunError> {
+    query_tcp_from(local, server, timeout)
+        .await
+        .map(|(response, _)| response)
+}
+
+/// The same, with the local address the connection had (its port chosen
+/// by the OS when `local` named port 0): a mapping is a pair of the two.
+pub async fn query_tcp_from(
+    local: SocketAddr,
+    server: SocketAddr,
+    timeout: Duration,
+) -> Result<(BindingResponse, SocketAddr), StunError> {
     let deadline = Instant::now() + timeout;
     let connect = async {
         let socket = bind::tcp_socket(local, &BindOptions::shared_port())?;
@@ -207,6 +219,7 @@ pub async fn query_tcp(
     let mut stream = tokio::time::timeout_at(deadline, connect)
         .await
         .unwrap_or(Err(StunError::Timeout(server)))?;
+    let bound = stream.local_addr()?;
     let mut machine = Transactions::new();
     let now = Instant::now();
     let policy = RetransmitPolicy::once(deadline.saturating_duration_since(now));
@@ -219,7 +232,7 @@ pub async fn query_tcp(
             return match event {
                 Event::Response {
                     from, message, rtt, ..
-                } => Ok(interpret(&message, from, rtt)?),
+                } => Ok((interpret(&message, from, rtt)?, bound)),
                 Event::TimedOut { .. } => Err(StunError::Timeout(server)),
             };
         }

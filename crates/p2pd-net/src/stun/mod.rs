@@ -5,6 +5,7 @@
 pub mod client;
 pub mod discovery;
 pub mod server;
+pub mod tcp_behaviour;
 
 pub use client::{BindingResponse, StunError};
 pub use discovery::{DeltaSeriesGate, DiscoveryOptions, NatReport};

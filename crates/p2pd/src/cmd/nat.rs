@@ -3,6 +3,7 @@
 use anyhow::Context;
 use p2pd_net::interfaces;
 use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions, NatReport};
+use p2pd_net::stun::tcp_behaviour::{TcpReport, discover_tcp};
 use p2pd_node::config::NodeConfig;
 use p2pd_node::discovery;
 use p2pd_node::locals::{self, Local};
@@ -55,23 +56,49 @@ pub(crate) async fn run(args: &Args, config: &NodeConfig) -> anyhow::Result<()> 
     for (n, report) in reports {
         let target = &targets[n];
         let report = report.with_context(|| format!("testing {}", target.name))?;
-        entries.push((target, report));
+        // TCP too (hole punching predicts TCP ports), against the first
+        // server of the family, after UDP so the two series never mix.
+        let tcp = match servers.iter().find(|s| s.is_ipv4() == target.ip.is_ipv4()) {
+            Some(server) => discover_tcp(target.ip, *server)
+                .await
+                .map_err(|err| err.to_string()),
+            None => Err("no server".to_owned()),
+        };
+        entries.push((target, report, tcp));
     }
     if args.json {
-        let interfaces: Vec<Value> = entries.iter().map(|(t, r)| to_json(t, r)).collect();
+        let interfaces: Vec<Value> = entries
+            .iter()
+            .map(|(t, r, tcp)| to_json(t, r, tcp))
+            .collect();
         output::line(json!({ "interfaces": interfaces }));
     } else if entries.is_empty() {
         output::line("no interface with a route to test");
     } else {
-        for (target, report) in &entries {
-            output::line(to_text(target, report));
+        for (target, report, tcp) in &entries {
+            output::line(to_text(target, report, tcp));
         }
     }
     Ok(())
 }
 
-fn to_json(target: &Local, r: &NatReport) -> Value {
+fn to_json(target: &Local, r: &NatReport, tcp: &Result<TcpReport, String>) -> Value {
+    let tcp = match tcp {
+        Ok(t) => json!({
+            "external_ip": t.external.ip().to_string(),
+            "mapping": t.mapping.map(|m| m.name()),
+            "delta": {
+                "type": t.delta.kind.name(),
+                "value": t.delta.value,
+                "code": t.delta.kind.code(),
+            },
+            "series": t.series.iter().map(|(l, m)| json!([l, m])).collect::<Vec<_>>(),
+            "ms": t.elapsed.as_millis() as u64,
+        }),
+        Err(err) => json!({ "error": err }),
+    };
     json!({
+        "tcp": tcp,
         "name": target.name,
         "af": if target.ip.is_ipv4() { "ipv4" } else { "ipv6" },
         "internal_ip": target.ip.to_string(),
@@ -98,7 +125,7 @@ fn to_json(target: &Local, r: &NatReport) -> Value {
     })
 }
 
-fn to_text(target: &Local, r: &NatReport) -> String {
+fn to_text(target: &Local, r: &NatReport, tcp: &Result<TcpReport, String>) -> String {
     let external = r.external.map_or("no answer".to_owned(), |a| a.to_string());
     let mut text = format!(
         "{} {} -> {external}: {} (code {}), delta {} {} (code {}), {} ms, {} requests",
@@ -117,6 +144,15 @@ fn to_text(target: &Local, r: &NatReport) -> String {
     }
     for (server, seen) in &r.disagreements {
         text.push_str(&format!("; {server} saw {seen} instead"));
+    }
+    match tcp {
+        Ok(t) => text.push_str(&format!(
+            "; tcp: mapping {}, delta {} {}",
+            t.mapping.map_or("untested", |m| m.name()),
+            t.delta.kind.name(),
+            t.delta.value
+        )),
+        Err(err) => text.push_str(&format!("; tcp: {err}")),
     }
     text
 }
