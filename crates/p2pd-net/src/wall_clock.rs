@@ -1,13 +1,12 @@
 //! The wall clock, which the freshness windows of signaling envelopes and
-//! handshakes are measured on (proto takes it as an input, never reads it).
+//! handshakes and the NTP offset are measured on (proto takes it as an
+//! input, never reads it).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch (0 for a clock set before it).
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    u64::try_from((unix_nanos() / 1_000_000).max(0)).unwrap_or(u64::MAX)
 }
 
 /// Nanoseconds since the Unix epoch (negative for a clock set before it).

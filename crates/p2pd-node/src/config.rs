@@ -60,6 +60,15 @@ impl NodeConfig {
         }
     }
 
+    /// Whether the node measures its clock: a server always does (peers
+    /// may punch to it), a client only when it may punch.
+    pub(crate) fn measures_clock(&self) -> bool {
+        match self.role {
+            Role::Server => true,
+            Role::Client => self.connect.strategies.contains(&Strategy::Punch),
+        }
+    }
+
     /// Where the identity key is kept, if anywhere.
     pub(crate) fn identity_dir(&self) -> Option<&Path> {
         match self.role {
@@ -118,6 +127,21 @@ mod tests {
         config.role = Role::Server;
         config.connect.strategies = vec![Strategy::Direct];
         assert!(config.joins_brokers(), "a server is signalled by others");
+    }
+
+    #[test]
+    fn a_client_measures_its_clock_only_when_it_may_punch() {
+        let mut config = NodeConfig {
+            role: Role::Client,
+            ..NodeConfig::default()
+        };
+        config.connect.strategies = vec![Strategy::Direct, Strategy::Reverse];
+        assert!(!config.measures_clock());
+        config.connect.strategies.push(Strategy::Punch);
+        assert!(config.measures_clock());
+        config.role = Role::Server;
+        config.connect.strategies = vec![Strategy::Direct];
+        assert!(config.measures_clock(), "others may punch to a server");
     }
 
     #[test]

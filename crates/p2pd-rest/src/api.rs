@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use p2pd_net::interfaces::Interface;
 use p2pd_net::pipe::{RecvError, SubKey};
 use p2pd_node::Node;
 use p2pd_node::clock::Clock;
@@ -91,11 +92,20 @@ impl Api {
                 "error": 0,
             }))),
             Endpoint::Connections => {
-                let cons: Vec<Value> = self.conns.list().iter().map(|n| self.con_info(n)).collect();
+                // One look at the interfaces for the whole list.
+                let nics = nics();
+                let cons: Vec<Value> = self
+                    .conns
+                    .list()
+                    .iter()
+                    .map(|n| self.con_info(n, &nics))
+                    .collect();
                 Ok(Reply::Json(json!({ "cons": cons, "error": 0 })))
             }
             Endpoint::Open { name, target } => self.open(name, target).await,
-            Endpoint::Con { name } => Ok(Reply::Json(self.con_info(&self.conns.get(&name)?))),
+            Endpoint::Con { name } => {
+                Ok(Reply::Json(self.con_info(&self.conns.get(&name)?, &nics())))
+            }
             Endpoint::Close { name } => {
                 let named = self.conns.remove(&name)?;
                 named.conn.pipe.close().await;
@@ -169,7 +179,7 @@ impl Api {
             .map_err(|err| ApiError::Pattern(err.to_string()))?;
         self.counters.opened.fetch_add(1, Ordering::Relaxed);
         let named = reservation.fill(conn, Instant::now());
-        Ok(Reply::Json(self.con_info(&named)))
+        Ok(Reply::Json(self.con_info(&named, &nics())))
     }
 
     async fn send(&self, name: &str, data: &[u8]) -> Result<Reply, ApiError> {
@@ -201,11 +211,12 @@ impl Api {
         }
     }
 
-    /// The manual's connection info, with more beside it.
-    pub fn con_info(&self, named: &Named) -> Value {
+    /// The manual's connection info, with more beside it; `nics` name the
+    /// interface the connection leaves by.
+    pub fn con_info(&self, named: &Named, nics: &[Interface]) -> Value {
         let conn = &named.conn;
         let local = conn.local;
-        let (if_name, nic_prefix) = interface_of(local.ip());
+        let (if_name, nic_prefix) = interface_of(nics, local.ip());
         let endpoint = self
             .node
             .addr()
@@ -273,7 +284,7 @@ impl Api {
                 "configured": self.node.config().brokers.len(),
                 "connected": self.node.brokers_connected(),
             },
-            "connections": self.conns.list().len(),
+            "connections": self.conns.count(),
             "counters": {
                 "errors": load(&c.errors),
                 "opened": load(&c.opened),
@@ -311,12 +322,15 @@ fn python_pair(key: &SubKey) -> String {
     format!("[b'{}', b'{}']", quote(&key.msg), quote(&key.addr))
 }
 
+/// This machine's interfaces now (none when they cannot be listed: the
+/// info then names no interface).
+fn nics() -> Vec<Interface> {
+    p2pd_net::interfaces::list().unwrap_or_default()
+}
+
 /// The name of the interface holding `ip`, and the prefix of its network.
-fn interface_of(ip: IpAddr) -> (String, Option<u8>) {
-    let Ok(all) = p2pd_net::interfaces::list() else {
-        return (String::new(), None);
-    };
-    for i in &all {
+fn interface_of(all: &[Interface], ip: IpAddr) -> (String, Option<u8>) {
+    for i in all {
         let v4 = i
             .ipv4
             .iter()

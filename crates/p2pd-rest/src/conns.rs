@@ -166,6 +166,14 @@ impl Conns {
         all
     }
 
+    /// How many connections are open.
+    pub fn count(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|slot| matches!(slot, Slot::Open(_)))
+            .count()
+    }
+
     /// Takes every connection out (at shutdown).
     pub fn drain(&self) -> Vec<Named> {
         self.lock()

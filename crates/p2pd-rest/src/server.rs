@@ -221,12 +221,12 @@ async fn answer(
     };
     let endpoint = route::route(method, req.uri().path())?;
     if let Endpoint::Pipe { name } = &endpoint {
-        shared.api.conns.get(name)?;
+        let named = shared.api.conns.get(name)?;
         let upgrade = req.headers().get(header::UPGRADE).cloned();
         let Some(protocol) = upgrade else {
             return Err(ApiError::PipeNotFirst);
         };
-        let (named, claim) = relayable(shared, name)?;
+        let claim = relayable(&named)?;
         // The relay outlives this HTTP connection's task: it holds a slot
         // of its own.
         let slot = shared
@@ -395,11 +395,10 @@ async fn raw_pipe(
 ) {
     let counters = &shared.api.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
-    let end = loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match httparse::Request::new(&mut headers).parse(&head) {
-            Ok(httparse::Status::Complete(end)) => break end,
-            Ok(httparse::Status::Partial) => {}
+    let request = loop {
+        match parse_head(&head) {
+            Ok(Some(request)) => break request,
+            Ok(None) => {}
             Err(err) => {
                 refuse(
                     stream,
@@ -425,39 +424,27 @@ async fn raw_pipe(
             _ => return,
         }
     };
-    let (marks, path, upgrade) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(&head[..end]), Ok(httparse::Status::Complete(_))) {
-            refuse(
-                stream,
-                &ApiError::Parameter {
-                    name: "request",
-                    why: "not an HTTP/1.1 request head".into(),
-                },
-            )
-            .await;
-            return;
-        }
-        let marks = Marks::from_headers(req.headers.iter().map(|h| (h.name, h.value)));
-        let upgrade = req
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
-            .map(|h| h.value.to_vec());
-        (marks, req.path.unwrap_or_default().to_owned(), upgrade)
-    };
+    let RawHead {
+        end,
+        marks,
+        path,
+        upgrade,
+    } = request;
     if let Verdict::Refused(rule) = shared.policy.judge(&marks) {
         counters.refused.fetch_add(1, Ordering::Relaxed);
         refuse(stream, &ApiError::Refused(rule)).await;
         return;
     }
     let named = match route::route(Method::Get, &path) {
-        Ok(Endpoint::Pipe { name }) => relayable(shared, &name),
+        Ok(Endpoint::Pipe { name }) => shared
+            .api
+            .conns
+            .get(&name)
+            .and_then(|named| Ok((relayable(&named)?, named))),
         Ok(_) => Err(ApiError::NoMethod(path)),
         Err(err) => Err(err),
     };
-    let (named, _claim) = match named {
+    let (_claim, named) = match named {
         Ok(found) => found,
         Err(err) => {
             counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -485,16 +472,43 @@ async fn raw_pipe(
     .await;
 }
 
-/// The connection a pipe may relay now, and the claim on it.
-fn relayable(shared: &Shared, name: &str) -> Result<(Named, RelayClaim), ApiError> {
-    let named = shared.api.conns.get(name)?;
+/// What the server reads of a raw pipe request's head.
+struct RawHead {
+    /// Where the head ends (relayed bytes may follow in the buffer).
+    end: usize,
+    marks: Marks,
+    path: String,
+    upgrade: Option<Vec<u8>>,
+}
+
+/// Parses a head once it is complete; `None` while more is to come.
+fn parse_head(bytes: &[u8]) -> Result<Option<RawHead>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(end) = req.parse(bytes)? else {
+        return Ok(None);
+    };
+    let upgrade = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .map(|h| h.value.to_vec());
+    Ok(Some(RawHead {
+        end,
+        marks: Marks::from_headers(req.headers.iter().map(|h| (h.name, h.value))),
+        path: req.path.unwrap_or_default().to_owned(),
+        upgrade,
+    }))
+}
+
+/// The claim on a connection a pipe may relay now.
+fn relayable(named: &Named) -> Result<RelayClaim, ApiError> {
     if named.conn.pipe.is_closed() {
-        return Err(ApiError::Closed(name.to_owned()));
+        return Err(ApiError::Closed(named.name.clone()));
     }
-    let claim = named
+    named
         .claim_relay()
-        .ok_or_else(|| ApiError::Relayed(name.to_owned()))?;
-    Ok((named, claim))
+        .ok_or_else(|| ApiError::Relayed(named.name.clone()))
 }
 
 /// Answers an error outside hyper, then closes. What the client still

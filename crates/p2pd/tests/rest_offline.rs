@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,16 +43,7 @@ fn the_api_serves_at_once_with_the_public_defaults_unreachable() {
             .spawn()
             .expect("p2pd rest"),
     );
-    let mut stderr = BufReader::new(daemon.0.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while !line.contains("REST API on") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).expect("stderr") > 0,
-            "p2pd rest ended before serving"
-        );
-    }
-    std::thread::spawn(move || for _ in stderr.lines() {});
+    common::await_serving(&mut daemon);
     let api: std::net::SocketAddr = "127.0.0.1:12333".parse().expect("literal");
 
     let (version_at, echo_at, echoed) = host

@@ -252,6 +252,12 @@ impl Actor {
     /// Measures the clock on a task of its own; the result comes back as
     /// [`Command::Clock`].
     fn measure_clock(&self) {
+        if !self.parts.shared.config.measures_clock() {
+            self.parts
+                .status
+                .send_modify(|s| s.clock = crate::clock::Clock::Unknown);
+            return;
+        }
         let names = self.parts.shared.config.ntp_servers.clone();
         let me = self.parts.me.clone();
         let stop = self.stop.clone();

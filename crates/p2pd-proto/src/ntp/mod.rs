@@ -10,6 +10,7 @@
 
 pub mod packet;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -162,7 +163,7 @@ pub struct Query {
     deadline: Instant,
     samples: Vec<Sample>,
     rejected: Vec<(SocketAddr, Rejected)>,
-    queue: Vec<Transmit>,
+    queue: VecDeque<Transmit>,
 }
 
 impl Query {
@@ -195,7 +196,7 @@ impl Query {
             deadline: now + limit,
             samples: Vec::new(),
             rejected: Vec::new(),
-            queue: Vec::new(),
+            queue: VecDeque::new(),
         };
         query.handle_timeout(now);
         query
@@ -227,7 +228,7 @@ impl Query {
             a.attempts += 1;
             a.sent.push((nonce, wall));
             a.next = now + RETRY;
-            self.queue.push(Transmit {
+            self.queue.push_back(Transmit {
                 src: None,
                 dst: a.server,
                 payload: Packet::request(nonce).encode().to_vec(),
@@ -261,7 +262,7 @@ impl Query {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        (!self.queue.is_empty()).then(|| self.queue.remove(0))
+        self.queue.pop_front()
     }
 
     /// When to call [`Query::handle_timeout`] next; `None` once done.

@@ -173,6 +173,17 @@ impl Client {
     }
 }
 
+/// `path` with the manual's subscription patterns (1.4.3, corrected):
+/// `[hH]e[l]+o` for the message, `[\s\S]+` for the sender, encoded.
+macro_rules! with_patterns {
+    ($path:literal) => {
+        concat!(
+            $path,
+            "/msg_p/%5BhH%5De%5Bl%5D%2Bo/addr_p/%5B%5Cs%5CS%5D%2B"
+        )
+    };
+}
+
 /// Runs the steps; false when one did not answer as expected.
 async fn tour(api: SocketAddr) -> anyhow::Result<bool> {
     let mut client = Client::connect(api)
@@ -202,7 +213,7 @@ async fn tour(api: SocketAddr) -> anyhow::Result<bool> {
         ),
         (
             "GET",
-            "/p2p/sub/demo/msg_p/%5BhH%5De%5Bl%5D%2Bo/addr_p/%5B%5Cs%5CS%5D%2B",
+            with_patterns!("/p2p/sub/demo"),
             b"",
             Check::Has("sub"),
         ),
@@ -214,7 +225,7 @@ async fn tour(api: SocketAddr) -> anyhow::Result<bool> {
         ),
         (
             "GET",
-            "/p2p/recv/demo/msg_p/%5BhH%5De%5Bl%5D%2Bo/addr_p/%5B%5Cs%5CS%5D%2B",
+            with_patterns!("/p2p/recv/demo"),
             b"",
             Check::Field("data", "Hello, world!"),
         ),
@@ -227,7 +238,7 @@ async fn tour(api: SocketAddr) -> anyhow::Result<bool> {
         ),
         (
             "DELETE",
-            "/p2p/sub/demo/msg_p/%5BhH%5De%5Bl%5D%2Bo/addr_p/%5B%5Cs%5CS%5D%2B",
+            with_patterns!("/p2p/sub/demo"),
             b"",
             Check::Has("unsub"),
         ),

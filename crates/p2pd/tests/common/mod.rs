@@ -251,28 +251,8 @@ pub(crate) fn start_rest(extra: &str) -> RestDaemon {
             .spawn()
             .expect("p2pd rest"),
     );
-    let mut stderr = BufReader::new(process.0.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = stderr.read_line(&mut line).expect("stderr");
-        assert!(n > 0, "p2pd rest ended before serving");
-        if line.contains("REST API on") {
-            break;
-        }
-    }
+    let (line, log) = await_serving(&mut process);
     assert!(line.contains(&api.to_string()), "{line}");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in stderr.lines() {
-            let Ok(line) = line else { return };
-            if let Ok(mut log) = sink.lock() {
-                log.push_str(&line);
-                log.push('\n');
-            }
-        }
-    });
     let token = std::fs::read_to_string(data.join("rest-token"))
         .expect("the token file")
         .trim()
@@ -325,15 +305,33 @@ pub(crate) fn rest_in(
             .spawn()
             .expect("p2pd rest"),
     );
-    let mut stderr = BufReader::new(child.0.stderr.take().expect("stderr"));
+    await_serving(&mut child);
+    child
+}
+
+/// Reads a starting `p2pd rest`'s stderr (piped) up to its "REST API on"
+/// line, the event that it serves; returns that line, and what it prints
+/// later, collected by a thread (so its pipe never fills).
+pub(crate) fn await_serving(
+    rest: &mut Running,
+) -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut stderr = BufReader::new(rest.0.stderr.take().expect("stderr piped"));
     let mut line = String::new();
     while !line.contains("REST API on") {
         line.clear();
-        assert!(
-            stderr.read_line(&mut line).expect("stderr") > 0,
-            "{name} ended"
-        );
+        let n = stderr.read_line(&mut line).expect("stderr");
+        assert!(n > 0, "p2pd rest ended before serving");
     }
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    child
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for later in stderr.lines() {
+            let Ok(later) = later else { return };
+            if let Ok(mut log) = sink.lock() {
+                log.push_str(&later);
+                log.push('\n');
+            }
+        }
+    });
+    (line, log)
 }
