@@ -84,8 +84,11 @@ fn the_overall_timeout_reports_every_running_strategy_in_order_of_start() {
     race.handle_signaling_ready(t0 + 3 * MS, reverse);
     actions(&mut race);
     race.handle_reverse_sent(t0 + 3 * MS, reverse, 2);
-    // Punch fails at its start; the next head start has nothing left.
+    // Punch starts at its head start and waits for signaling.
     race.handle_timeout(t0 + 5 * MS);
+    let [Action::WaitSignaling { attempt: punch }] = actions(&mut race)[..] else {
+        panic!("punch waits for signaling")
+    };
     assert_eq!(race.poll_timeout(), Some((t0 + 1000 * MS, Reason::Overall)));
     race.handle_timeout(t0 + 1000 * MS);
     assert_eq!(
@@ -94,14 +97,15 @@ fn the_overall_timeout_reports_every_running_strategy_in_order_of_start() {
             Action::Cancel { attempt: a },
             Action::Cancel { attempt: b },
             Action::Cancel { attempt: reverse },
+            Action::Cancel { attempt: punch },
         ]
     );
     assert_eq!(
         tried(&mut race),
         [
-            (Punch, "punch is not available in this version".to_owned()),
             (Direct, "the whole connect timed out".to_owned()),
             (Reverse, "the whole connect timed out".to_owned()),
+            (Punch, "the whole connect timed out".to_owned()),
         ]
     );
 }
@@ -279,20 +283,52 @@ fn an_empty_strategy_list_fails_at_once_with_nothing_tried() {
 }
 
 #[test]
-fn punch_and_relay_are_not_available_and_the_next_starts_at_once() {
-    let (mut race, t0) = race(&[Punch, Relay, Direct], STAGGER_OPEN);
+fn relay_is_not_available_and_the_next_starts_at_once() {
+    let (mut race, t0) = race(&[Relay, Direct], STAGGER_OPEN);
     let [a, b] = connects(&mut race);
     race.handle_connect_failed(t0 + MS, a, "connection refused".into());
     race.handle_connect_failed(t0 + MS, b, "connection refused".into());
     let tried = tried(&mut race);
     assert_eq!(
-        tried[..2],
-        [
-            (Punch, "punch is not available in this version".to_owned()),
-            (Relay, "relay is not available in this version".to_owned()),
-        ]
+        tried[0],
+        (Relay, "relay is not available in this version".to_owned())
     );
-    assert_eq!(tried[2].0, Direct);
+    assert_eq!(tried[1].0, Direct);
+}
+
+#[test]
+fn punch_waits_for_signaling_then_hands_the_punch_to_the_driver() {
+    let (mut failing, t0) = race(&[Punch], STAGGER_OPEN);
+    let [Action::WaitSignaling { attempt }] = actions(&mut failing)[..] else {
+        panic!("punch waits for signaling")
+    };
+    failing.handle_signaling_ready(t0 + MS, attempt);
+    let [Action::Punch { attempt: punch }] = actions(&mut failing)[..] else {
+        panic!("the driver punches")
+    };
+    failing.handle_connect_failed(t0 + 2 * MS, punch, "the peer refused: no".into());
+    assert_eq!(actions(&mut failing), [Action::Cancel { attempt }]);
+    assert_eq!(
+        tried(&mut failing),
+        [(Punch, "the peer refused: no".to_owned())]
+    );
+
+    let (mut winning, t0) = race(&[Punch, Direct], STAGGER_OPEN);
+    let [Action::WaitSignaling { attempt }] = actions(&mut winning)[..] else {
+        panic!("punch waits for signaling")
+    };
+    winning.handle_signaling_ready(t0 + MS, attempt);
+    let [Action::Punch { attempt: punch }] = actions(&mut winning)[..] else {
+        panic!("the driver punches")
+    };
+    winning.handle_connected(t0 + 2 * MS, punch);
+    assert_eq!(
+        winning.poll_outcome(),
+        Some(Outcome::Won {
+            strategy: Punch,
+            attempt: punch
+        })
+    );
 }
 
 #[test]
@@ -586,6 +622,10 @@ mod random_orders {
                 Outcome::Won { strategy: Reverse, attempt } => {
                     prop_assert!(sim.dial_backs.contains(&attempt));
                 }
+                Outcome::Won { strategy: Punch, attempt } => {
+                    prop_assert!(sim.connects.contains(&attempt));
+                    prop_assert!(sim.connected.contains(&attempt));
+                }
                 Outcome::Won { strategy, .. } => prop_assert!(false, "{strategy} cannot win"),
                 Outcome::Failed { .. } => {}
             }
@@ -784,7 +824,7 @@ mod random_orders {
             let decided = !self.outcomes.is_empty();
             while let Some(action) = self.race.poll_action() {
                 match action {
-                    Action::Connect { attempt, .. } => {
+                    Action::Connect { attempt, .. } | Action::Punch { attempt } => {
                         self.pending.push(attempt);
                         self.connects.push(attempt);
                     }
@@ -817,6 +857,7 @@ mod random_orders {
                     Action::Connect { .. }
                         | Action::WaitSignaling { .. }
                         | Action::SendReverse { .. }
+                        | Action::Punch { .. }
                 );
                 if decided && starts {
                     self.violations

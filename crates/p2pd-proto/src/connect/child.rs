@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::direct::Direct;
 use super::machine::Machine;
+use super::punch::Punch;
 use super::reverse::Reverse;
 use super::unavailable::Unavailable;
 use super::{AttemptIds, ReverseToken, Strategy};
@@ -20,6 +21,8 @@ pub(super) enum Child {
     Direct(Direct),
     /// [`Strategy::Reverse`].
     Reverse(Reverse),
+    /// [`Strategy::Punch`].
+    Punch(Punch),
     /// A strategy this version lacks.
     Unavailable(Unavailable),
 }
@@ -45,7 +48,8 @@ impl Child {
         match strategy {
             Strategy::Direct => Child::Direct(Direct::new(now, budget, ids, input.candidates)),
             Strategy::Reverse => Child::Reverse(Reverse::new(now, budget, ids, input.token)),
-            Strategy::Punch | Strategy::Relay => Child::Unavailable(Unavailable::new(strategy)),
+            Strategy::Punch => Child::Punch(Punch::new(now, budget, ids)),
+            Strategy::Relay => Child::Unavailable(Unavailable::new(strategy)),
         }
     }
 
@@ -54,6 +58,7 @@ impl Child {
         match self {
             Child::Direct(m) => m,
             Child::Reverse(m) => m,
+            Child::Punch(m) => m,
             Child::Unavailable(m) => m,
         }
     }
@@ -63,6 +68,7 @@ impl Child {
         match self {
             Child::Direct(m) => m,
             Child::Reverse(m) => m,
+            Child::Punch(m) => m,
             Child::Unavailable(m) => m,
         }
     }

@@ -41,6 +41,16 @@ pub enum StrategyError {
         /// The strategy's budget.
         budget: Duration,
     },
+    /// Punch: the punch failed, and why (its own reasons, such as a pair
+    /// of NATs that cannot be punched, refused before any packet).
+    #[error("{0}")]
+    Punch(String),
+    /// Punch: still going when its budget ended.
+    #[error("the punch did not connect within {} ms", .budget.as_millis())]
+    NoPunch {
+        /// The strategy's budget.
+        budget: Duration,
+    },
     /// A strategy this version does not implement.
     #[error("{0} is not available in this version")]
     NotAvailable(Strategy),

@@ -7,7 +7,7 @@
 //!  ─────────────────                           ──────────────────────────────
 //!  connect results, signaling, dial-backs ──►  handle_*(now, ..) ─► child machines
 //!  sockets, signaling messages          ◄──   poll_action()        direct.rs, reverse.rs,
-//!  sleep until                          ◄──   poll_timeout()       unavailable.rs (punch, relay)
+//!  sleep until                          ◄──   poll_timeout()       punch.rs, unavailable.rs (relay)
 //!  the connection, or `tried`           ◄──   poll_outcome()
 //! ```
 //!
@@ -44,6 +44,7 @@
 //!             }
 //!             Action::WaitSignaling { attempt } => race.handle_signaling_unavailable(now, attempt),
 //!             Action::SendReverse { attempt, .. } => race.handle_reverse_sent(now, attempt, 0),
+//!             Action::Punch { attempt } => race.handle_connect_failed(now, attempt, "no NAT".into()),
 //!             Action::Cancel { .. } | Action::Close { .. } => {}
 //!         }
 //!     }
@@ -66,6 +67,7 @@ pub mod defaults;
 mod direct;
 mod error;
 mod machine;
+mod punch;
 mod race;
 mod reverse;
 mod strategy;
@@ -153,6 +155,13 @@ pub enum Action {
         /// Goes into the request; the dial-back's handshake carries it back.
         token: ReverseToken,
     },
+    /// Run a punch to the peer (`crate::punch`), then report its
+    /// connection with [`Race::handle_connected`] or why it failed with
+    /// [`Race::handle_connect_failed`].
+    Punch {
+        /// The punch attempt.
+        attempt: AttemptId,
+    },
     /// Stop `attempt` and drop whatever the driver holds for it (a pending
     /// connect, a wait, a registered token). The race asks nothing more
     /// about it.
@@ -175,6 +184,7 @@ impl Action {
             Action::Connect { attempt, .. }
             | Action::WaitSignaling { attempt }
             | Action::SendReverse { attempt, .. }
+            | Action::Punch { attempt }
             | Action::Cancel { attempt }
             | Action::Close { attempt } => *attempt,
         }

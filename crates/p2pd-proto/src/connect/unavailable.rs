@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::machine::{Machine, Output};
 use super::{Strategy, StrategyError};
 
-/// Punch or relay, until they exist.
+/// Relay, until it exists.
 #[derive(Debug)]
 pub(super) struct Unavailable {
     outputs: VecDeque<Output>,

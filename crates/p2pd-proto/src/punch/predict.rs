@@ -1,10 +1,6 @@
-//! TCP hole punching, the pure parts: which external ports a NAT will give
-//! the next connections (from its measured delta and the last mapping
-//! seen), and which pairs of NATs can be punched at all, decided before
-//! any packet is sent.
-//!
-//! The punch scheduler (meet time, simultaneous opens, who keeps which
-//! socket) is built on these and is not here yet.
+//! Which external ports a NAT will give the next connections (from its
+//! measured delta and the last mapping seen), and which pairs of NATs can
+//! be punched at all, decided before any packet is sent.
 
 use crate::stun::behavior::{Delta, DeltaType, NatType};
 
