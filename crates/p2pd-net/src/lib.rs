@@ -16,5 +16,6 @@ pub mod handshake;
 pub mod interfaces;
 pub mod ntp;
 pub mod pipe;
+pub mod punch;
 pub mod stun;
 pub mod wall_clock;

@@ -11,6 +11,8 @@
 //!   peer": that candidate failed.
 //! * **reverse**: ask the peer, over signaling, to connect to us, and wait
 //!   for the accepted connection that presents our random token.
+//! * **punch**: the node runs a TCP hole punch with the peer
+//!   (`crate::node::punch`) and hands over its connection.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -57,6 +59,7 @@ pub struct ConnectError {
 /// What the driver's tasks report back to the race.
 enum Event {
     Connected(AttemptId, Result<Pipe, HandshakeFailed>),
+    Punched(AttemptId, Result<Pipe, String>),
     Signaling(AttemptId, bool),
     DialBack(Pipe),
 }
@@ -74,6 +77,9 @@ pub(crate) trait Signals {
         peer: &PeerAddr,
         token: ReverseToken,
     ) -> impl Future<Output = Option<(usize, oneshot::Receiver<Pipe>)>> + Send;
+    /// Punches to `peer` (`crate::node::punch`): the connection, or why
+    /// not.
+    fn punch(&self, peer: &PeerAddr) -> impl Future<Output = Result<Pipe, String>> + Send + 'static;
 }
 
 /// Connects to `peer` with `strategies`, in this order of preference.
@@ -220,6 +226,13 @@ impl<'a, S: Signals> Driver<'a, S> {
                 self.running.insert(attempt, task);
                 self.race.handle_reverse_sent(now(), attempt, sent_on);
             }
+            Action::Punch { attempt } => {
+                let punch = self.signals.punch(self.peer);
+                let task = self
+                    .tasks
+                    .spawn(async move { Event::Punched(attempt, punch.await) });
+                self.running.insert(attempt, task);
+            }
             Action::Cancel { attempt } => {
                 if let Some(task) = self.running.remove(&attempt) {
                     task.abort();
@@ -242,6 +255,16 @@ impl<'a, S: Signals> Driver<'a, S> {
                     Err(err) => self
                         .race
                         .handle_connect_failed(now(), attempt, err.to_string()),
+                }
+            }
+            Event::Punched(attempt, result) => {
+                self.running.remove(&attempt);
+                match result {
+                    Ok(pipe) => {
+                        self.connected.insert(attempt, pipe);
+                        self.race.handle_connected(now(), attempt);
+                    }
+                    Err(reason) => self.race.handle_connect_failed(now(), attempt, reason),
                 }
             }
             Event::Signaling(attempt, up) => {

@@ -157,6 +157,36 @@ pub enum Body {
         /// The asker's peer address.
         addr: String,
     },
+    /// Punch: the asker's offer (`crate::punch`); answered by
+    /// [`Body::PunchAnswer`] or [`Body::PunchRefused`] with the same token.
+    Punch {
+        /// 32 hex digits naming this punch; its handshakes carry it.
+        token: String,
+        /// The asker's peer address.
+        addr: String,
+        /// Where the asker's connections will come from.
+        offer: crate::punch::Offer,
+        /// When it was sent, on the asker's synchronised clock (unix ms).
+        sent_ms: u64,
+        /// How far that clock may be off (ms).
+        error_ms: u64,
+    },
+    /// Punch: the answerer's offer and the meet time.
+    PunchAnswer {
+        /// The punch's token.
+        token: String,
+        /// Where the answerer's connections will come from.
+        offer: crate::punch::Offer,
+        /// When both connect, on the synchronised clock (unix ms).
+        meet_ms: u64,
+    },
+    /// Punch: the answerer will not punch, and why.
+    PunchRefused {
+        /// The punch's token.
+        token: String,
+        /// Why.
+        reason: String,
+    },
     /// A liveness probe; no answer is due. (A struct variant, so that
     /// unknown fields are refused: serde ignores them on unit variants.)
     Ping {},

@@ -2,143 +2,13 @@
 //! and `p2pd stun-server` for discovery: direct and reverse connect,
 //! same-LAN peers, self-connect, broker failover, forged signals.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod lab_peers;
+
 use std::time::{Duration, Instant};
 
-use p2pd_lab::topology::{BROKER1_V4, BROKER2_V4, STUN_ALT_V4, STUN_V4};
-use p2pd_lab::{Lab, LabSpec, NatKind, Side, require_lab};
-use serde_json::Value;
-
-const LIMIT: Duration = Duration::from_secs(20);
-const STUN_PORTS: (u16, u16) = (3490, 3491);
-
-fn lab(spec: LabSpec) -> Lab {
-    let mut lab = Lab::up(&spec).expect("lab");
-    let p2pd = env!("CARGO_BIN_EXE_p2pd");
-    for (n, ip) in [(1, BROKER1_V4), (2, BROKER2_V4)] {
-        let listen = format!("{ip}:1883");
-        lab.spawn(
-            &format!("broker{n}"),
-            "broker",
-            p2pd,
-            &["broker", "--listen", &listen],
-        )
-        .expect("broker");
-        lab.wait_listening("broker", true, listen.parse().expect("addr"), LIMIT)
-            .expect("broker up");
-    }
-    let primary = format!("{STUN_V4}:{}", STUN_PORTS.0);
-    let alternate = format!("{STUN_ALT_V4}:{}", STUN_PORTS.1);
-    lab.spawn(
-        "stun",
-        "stun",
-        p2pd,
-        &[
-            "stun-server",
-            "--primary",
-            &primary,
-            "--alternate",
-            &alternate,
-        ],
-    )
-    .expect("stun server");
-    lab.wait_listening("stun", false, primary.parse().expect("addr"), LIMIT)
-        .expect("stun up");
-    std::fs::write(
-        lab.dir().join("p2pd.toml"),
-        format!(
-            "[signaling]\nbrokers = [\"mqtt://{BROKER1_V4}:1883\", \"mqtt://{BROKER2_V4}:1883\"]\n\
-             [stun]\nservers = [\"{primary}\"]\n[ntp]\nservers = []\n\
-             [connect]\ndirect_ms = 1000\nreverse_ms = 3000\ntimeout_ms = 6000\n"
-        ),
-    )
-    .expect("config");
-    lab
-}
-
-fn config(lab: &Lab) -> String {
-    lab.dir().join("p2pd.toml").display().to_string()
-}
-
-/// Starts `p2pd node` in `host`; returns its address (its first line).
-fn start_node(lab: &mut Lab, name: &str, host: &str) -> (String, u32) {
-    let config = config(lab);
-    let pid = lab
-        .spawn(
-            name,
-            host,
-            env!("CARGO_BIN_EXE_p2pd"),
-            &["--config", &config, "node"],
-        )
-        .expect("node");
-    let log = lab.dir().join(format!("{name}.log"));
-    let started = Instant::now();
-    let line = wait_for_line(&log, |l| {
-        l.contains('[') && l.ends_with(|c: char| c.is_ascii_hexdigit())
-    });
-    // Discovery ends within 3 s; the rest is process start-up.
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(5), "the address took {took:?}");
-    (line, pid)
-}
-
-struct Outcome {
-    info: Value,
-    stdout: String,
-    success: bool,
-}
-
-/// Runs `p2pd connect ADDR --json` in `host` with `input` on stdin.
-fn connect(lab: &Lab, host: &str, addr: &str, strategies: &str, input: &[u8]) -> Outcome {
-    let config = config(lab);
-    let args = lab.host(host).exec_args(
-        env!("CARGO_BIN_EXE_p2pd"),
-        &[
-            "--config",
-            &config,
-            "connect",
-            addr,
-            "--json",
-            "--strategies",
-            strategies,
-            "--linger",
-            "0.5",
-        ],
-    );
-    let mut child = Command::new("ip")
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn connect");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("connect ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let info = stderr
-        .lines()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or_else(|| panic!("no JSON line on stderr:\n{stderr}"));
-    Outcome {
-        info,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        success: out.status.success(),
-    }
-}
-
-fn report(what: &str, outcome: &Outcome) {
-    println!(
-        "{what}: {} in {} ms",
-        outcome.info["strategy"], outcome.info["ms"]
-    );
-}
+use lab_peers::{LIMIT, connect, lab, report, start_node, wait_for_line};
+use p2pd_lab::topology::BROKER2_V4;
+use p2pd_lab::{LabSpec, NatKind, Side, require_lab};
 
 #[test]
 fn a_public_peer_is_reached_directly_and_echoes() {
@@ -300,23 +170,6 @@ fn forged_signals_are_dropped_and_counted() {
         stats.contains(": 1 received, 0 accepted;") && stats.contains(" 1 forged,"),
         "{stats}"
     );
-}
-
-/// Polls a log file until a line satisfies `wanted`.
-fn wait_for_line(log: &Path, wanted: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| wanted(l)) {
-            return line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no such line in {}:\n{text}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

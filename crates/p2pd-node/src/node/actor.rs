@@ -12,6 +12,7 @@ use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions};
 use p2pd_net::wall_clock::unix_ms;
 use p2pd_proto::addr::{NodeId, PeerAddr};
 use p2pd_proto::connect::{ReverseToken, candidates_for};
+use p2pd_proto::punch::Message as PunchMessage;
 use p2pd_proto::signal::{Body, Inbox, Signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::binds::{self, Binds};
 use super::command::Command;
 use super::dialback::{Admission, Answered, DialBack, Here, dialable};
+use super::limits::Keyed;
+use super::punch;
 use super::{DISCOVERY_LIMIT, Shared, Status, inbound};
 use crate::candidates::{Candidates, Reflexive};
 use crate::discovery;
@@ -39,11 +42,21 @@ pub(crate) struct Parts {
     pub(crate) status: watch::Sender<Status>,
 }
 
+/// Punches a node answers at once, in all and per asker: each holds a few
+/// ports for at most [`punch::PUNCH_LIMIT`].
+const MAX_PUNCHES: usize = 8;
+const MAX_PUNCHES_PER_PEER: usize = 2;
+
 pub(crate) struct Actor {
     parts: Parts,
     inbox: Inbox,
     /// Our reverse requests waiting for their connection.
     pending: HashMap<ReverseToken, (NodeId, oneshot::Sender<Pipe>)>,
+    /// Our punches waiting for the peer's answer.
+    punches: HashMap<ReverseToken, (NodeId, mpsc::Sender<PunchMessage>)>,
+    /// Punches answered at once, in all and per asker.
+    punch_slots: Arc<tokio::sync::Semaphore>,
+    punch_per_peer: Keyed<NodeId>,
     admission: Admission,
     /// Tokens dialled back lately, and when: an asker resends its request,
     /// and every copy after the first is answered by the first dial-back.
@@ -62,6 +75,9 @@ impl Actor {
             parts,
             inbox,
             pending: HashMap::new(),
+            punches: HashMap::new(),
+            punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
+            punch_per_peer: Keyed::new(MAX_PUNCHES_PER_PEER),
             admission: Admission::new(),
             answered: Answered::default(),
             delta_gate: DeltaSeriesGate::default(),
@@ -111,6 +127,10 @@ impl Actor {
                 // Requests whose connect has given up are forgotten here.
                 self.pending.retain(|_, (_, waiting)| !waiting.is_closed());
                 self.pending.insert(token, (peer, reply));
+            }
+            Command::AwaitPunch { token, peer, reply } => {
+                self.punches.retain(|_, (_, waiting)| !waiting.is_closed());
+                self.punches.insert(token, (peer, reply));
             }
             Command::Claim {
                 token,
@@ -172,6 +192,28 @@ impl Actor {
         match signal.body {
             Body::Reverse { token, addr } => self.on_reverse(from, &token, &addr),
             Body::Ping {} => tracing::debug!(%from, "ping"),
+            Body::Punch {
+                token,
+                addr,
+                offer,
+                sent_ms,
+                error_ms,
+            } => {
+                let request = PunchMessage::Request {
+                    offer,
+                    sent_ms,
+                    error_ms,
+                };
+                self.on_punch(from, &token, &addr, request);
+            }
+            Body::PunchAnswer {
+                token,
+                offer,
+                meet_ms,
+            } => self.to_punch(from, &token, PunchMessage::Answer { offer, meet_ms }),
+            Body::PunchRefused { token, reason } => {
+                self.to_punch(from, &token, PunchMessage::Refused { reason });
+            }
             _ => tracing::debug!(%from, "unknown signal"),
         }
     }
@@ -234,6 +276,69 @@ impl Actor {
             stop: self.stop.clone(),
         };
         tokio::spawn(dial_back.run());
+    }
+
+    /// The peer's answer to a punch of ours.
+    fn to_punch(&mut self, from: NodeId, token: &str, message: PunchMessage) {
+        let Ok(token) = token.parse::<ReverseToken>() else {
+            return;
+        };
+        match self.punches.get(&token) {
+            Some((peer, waiting)) if *peer == from => {
+                let _ = waiting.try_send(message);
+            }
+            _ => tracing::debug!(%from, "punch answer for no punch of ours"),
+        }
+    }
+
+    /// A punch request: answer it, if its address is the asker's own, its
+    /// offer aims at that address, and the punch limits allow it.
+    fn on_punch(&mut self, from: NodeId, token: &str, addr: &str, request: PunchMessage) {
+        let (Ok(asker), Ok(token)) = (addr.parse::<PeerAddr>(), token.parse::<ReverseToken>())
+        else {
+            tracing::debug!(%from, "punch request malformed");
+            return;
+        };
+        let ours = self.parts.addr.borrow().clone();
+        let offline = ours.endpoints().all(|e| e.external.is_loopback());
+        let PunchMessage::Request { offer, .. } = &request else {
+            return;
+        };
+        let aims_at_asker = asker.endpoints().any(|e| e.external == offer.ip);
+        if asker.node_id != from || !aims_at_asker || !dialable(&asker, offline) {
+            tracing::debug!(%from, "punch request refused");
+            return;
+        }
+        let permits = self
+            .punch_per_peer
+            .acquire(from)
+            .zip(self.punch_slots.clone().try_acquire_owned().ok());
+        let Some(permits) = permits else {
+            tracing::debug!(%from, "punch refused: too many");
+            return;
+        };
+        let shared = self.parts.shared.clone();
+        let clock = self.parts.status.borrow().clock;
+        let hooks = shared.hooks.subscribe();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            let _permits = permits;
+            let answered = punch::respond(&shared, &ours, &asker, token, clock, request, hooks);
+            let pipe = tokio::select! {
+                () = stop.cancelled() => return,
+                pipe = answered => pipe,
+            };
+            match pipe {
+                Ok(pipe) => {
+                    tracing::info!(to = %from, local = %pipe.local_addr(), "punched");
+                    tokio::select! {
+                        () = stop.cancelled() => pipe.close().await,
+                        () = pipe.closed() => {}
+                    }
+                }
+                Err(err) => tracing::debug!(%from, %err, "punch failed"),
+            }
+        });
     }
 
     async fn retry_binds(&mut self) {

@@ -5,7 +5,7 @@
 use p2pd_net::pipe::Pipe;
 use p2pd_proto::addr::NodeId;
 use p2pd_proto::connect::ReverseToken;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::candidates::Reflexive;
 
@@ -17,6 +17,13 @@ pub(crate) enum Command {
         token: ReverseToken,
         peer: NodeId,
         reply: oneshot::Sender<Pipe>,
+    },
+    /// Remember a punch of ours with `peer`; its answers go to `reply`
+    /// (until it is dropped).
+    AwaitPunch {
+        token: ReverseToken,
+        peer: NodeId,
+        reply: mpsc::Sender<p2pd_proto::punch::Message>,
     },
     /// An accepted connection's handshake, proven to come from `from`,
     /// carried a reverse token: if it answers one of our requests to that

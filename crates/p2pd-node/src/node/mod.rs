@@ -19,6 +19,7 @@ mod command;
 mod dialback;
 mod inbound;
 mod limits;
+mod punch;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -32,6 +33,7 @@ use p2pd_net::pipe::{Message, Pipe, PipeConfig};
 use p2pd_net::wall_clock::unix_ms;
 use p2pd_proto::addr::{NodeId, PeerAddr};
 use p2pd_proto::connect::ReverseToken;
+use p2pd_proto::punch::{Message as PunchMessage, Session};
 use p2pd_proto::signal::{Body, Identity, InboxStats, Signal, seal};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -117,6 +119,8 @@ pub(crate) struct Shared {
     pub(crate) lan_nets: Vec<ipnet::IpNet>,
     /// The application's hooks on remote-initiated connections.
     pub(crate) hooks: watch::Sender<inbound::Hooks>,
+    /// Greets the node server's connections; punched ones too.
+    pub(crate) acceptor: Arc<Acceptor>,
 }
 
 impl std::fmt::Debug for Node {
@@ -166,7 +170,8 @@ impl Node {
             config.connect.encrypt,
             crate::defaults::HANDSHAKE_LIMIT,
         );
-        daemon.set_greeter(Arc::new(acceptor).greeter());
+        let acceptor = Arc::new(acceptor);
+        daemon.set_greeter(acceptor.greeter());
         let binds = binds::listen(&mut daemon, &mut candidates, config.port).await?;
         let joined = if config.joins_brokers() {
             &config.brokers[..]
@@ -185,6 +190,7 @@ impl Node {
             signaling,
             lan_nets,
             hooks: watch::Sender::new(Arc::new(Vec::new())),
+            acceptor,
         });
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let node = Node {
@@ -405,5 +411,66 @@ impl Signals for Node {
             }
         });
         Some((sent_on, rx))
+    }
+
+    fn punch(&self, peer: &PeerAddr) -> impl Future<Output = Result<Pipe, String>> + Send + 'static {
+        let (node, peer) = (self.clone(), peer.clone());
+        async move { node.punch_to(&peer).await }
+    }
+}
+
+impl Node {
+    /// Punches to `peer` as the initiator (see `punch`).
+    async fn punch_to(&self, peer: &PeerAddr) -> Result<Pipe, String> {
+        let Some((side, theirs)) = punch::sides(&self.addr(), peer) else {
+            return Err("no IPv4 endpoint on both sides to punch between".into());
+        };
+        let token = ReverseToken::from_random(rand::random());
+        let (reply, inbox) = mpsc::channel(4);
+        let command = Command::AwaitPunch {
+            token,
+            peer: peer.node_id,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| "the node is closed".to_owned())?;
+        let config = &self.shared.config;
+        let limit = config.connect.budgets.punch.min(punch::PUNCH_LIMIT);
+        let now = tokio::time::Instant::now().into_std();
+        let session = Session::initiate(now, punch::synced(self.clock()), side, &theirs, limit);
+        let io = punch::Punching {
+            identity: self.shared.identity.clone(),
+            peer: peer.node_id,
+            token,
+            encrypt: config.connect.encrypt,
+            local_ip: side.local_ip,
+            stun: crate::discovery::resolve_stun(&config.stun_servers).await,
+            acceptor: None,
+        };
+        let addr = self.addr().to_string();
+        let send = |message| {
+            if let PunchMessage::Request {
+                offer,
+                sent_ms,
+                error_ms,
+            } = message
+            {
+                let body = Body::Punch {
+                    token: token.to_string(),
+                    addr: addr.clone(),
+                    offer,
+                    sent_ms,
+                    error_ms,
+                };
+                self.send_signal(peer, body);
+            }
+        };
+        let (stream, layer) = punch::run(session, io, send, inbox)
+            .await
+            .map_err(|e| e.to_string())?;
+        Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, |_| {})
+            .map_err(|e| e.to_string())
     }
 }

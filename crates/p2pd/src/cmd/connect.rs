@@ -49,6 +49,12 @@ pub(crate) async fn run(args: &Args, mut config: NodeConfig) -> anyhow::Result<b
     if strategies.iter().any(|s| s.signals()) {
         node.signaling_ready(reverse_budget).await;
     }
+    // A punch predicts from the NAT discovery measured and meets the peer
+    // on the measured clock: both are part of the node being up.
+    if strategies.contains(&Strategy::Punch) {
+        node.discovered().await;
+        node.clock_measured().await;
+    }
     let connection = match node.connect(&peer, &strategies).await {
         Ok(connection) => connection,
         Err(err) => {
