@@ -55,7 +55,10 @@ mod tests {
         let lo = IpAddr::from([127, 0, 0, 1]);
         let ours = reserve(lo, 1).expect("reserve").pop().expect("one");
         let theirs = reserve(lo, 1).expect("reserve").pop().expect("one");
-        let (a, b) = (ours.local_addr().expect("a"), theirs.local_addr().expect("b"));
+        let (a, b) = (
+            ours.local_addr().expect("a"),
+            theirs.local_addr().expect("b"),
+        );
         // Their listener takes our SYN (no NAT drops it on loopback); a
         // second connect on that 4-tuple is refused, as on a real punch.
         let out = connect_now(a, b).expect("connect a");
@@ -63,7 +66,9 @@ mod tests {
         assert_eq!(out.local_addr().expect("local"), a);
         let (_, from) = theirs.accept().await.expect("accepted");
         assert_eq!(from, a);
-        let again = connect_now(b, a).map(|_| ()).expect_err("the 4-tuple is taken");
+        let again = connect_now(b, a)
+            .map(|_| ())
+            .expect_err("the 4-tuple is taken");
         assert_eq!(again.kind(), io::ErrorKind::AddrNotAvailable);
         // A plain client reaches the listener on the same port.
         let client = TcpStream::connect(a).await.expect("client");

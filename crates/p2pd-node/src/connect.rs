@@ -79,7 +79,8 @@ pub(crate) trait Signals {
     ) -> impl Future<Output = Option<(usize, oneshot::Receiver<Pipe>)>> + Send;
     /// Punches to `peer` (`crate::node::punch`): the connection, or why
     /// not.
-    fn punch(&self, peer: &PeerAddr) -> impl Future<Output = Result<Pipe, String>> + Send + 'static;
+    fn punch(&self, peer: &PeerAddr)
+    -> impl Future<Output = Result<Pipe, String>> + Send + 'static;
 }
 
 /// Connects to `peer` with `strategies`, in this order of preference.

@@ -210,9 +210,9 @@ impl Actor {
                 token,
                 offer,
                 meet_ms,
-            } => self.to_punch(from, &token, PunchMessage::Answer { offer, meet_ms }),
+            } => self.on_punch_answer(from, &token, PunchMessage::Answer { offer, meet_ms }),
             Body::PunchRefused { token, reason } => {
-                self.to_punch(from, &token, PunchMessage::Refused { reason });
+                self.on_punch_answer(from, &token, PunchMessage::Refused { reason });
             }
             _ => tracing::debug!(%from, "unknown signal"),
         }
@@ -279,7 +279,7 @@ impl Actor {
     }
 
     /// The peer's answer to a punch of ours.
-    fn to_punch(&mut self, from: NodeId, token: &str, message: PunchMessage) {
+    fn on_punch_answer(&mut self, from: NodeId, token: &str, message: PunchMessage) {
         let Ok(token) = token.parse::<ReverseToken>() else {
             return;
         };

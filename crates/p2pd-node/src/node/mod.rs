@@ -413,7 +413,10 @@ impl Signals for Node {
         Some((sent_on, rx))
     }
 
-    fn punch(&self, peer: &PeerAddr) -> impl Future<Output = Result<Pipe, String>> + Send + 'static {
+    fn punch(
+        &self,
+        peer: &PeerAddr,
+    ) -> impl Future<Output = Result<Pipe, String>> + Send + 'static {
         let (node, peer) = (self.clone(), peer.clone());
         async move { node.punch_to(&peer).await }
     }

@@ -17,8 +17,7 @@ use p2pd_net::wall_clock::unix_nanos;
 use p2pd_proto::addr::{NodeId, PeerAddr};
 use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::punch::{
-    Action, Behaviour, ConnId, Message, Observed, Outcome, Probe, PunchError, Session, Side,
-    Synced,
+    Action, Behaviour, ConnId, Message, Observed, Outcome, Probe, PunchError, Session, Side, Synced,
 };
 use p2pd_proto::signal::{Body, Identity};
 use tokio::net::TcpStream;
@@ -41,7 +40,7 @@ const UNKNOWN_CLOCK_ERROR_MS: u64 = 50;
 
 /// The synchronised clock now: the wall clock with the measured offset.
 pub(crate) fn synced(clock: Clock) -> Synced {
-    let now_ns = i128::from(unix_nanos());
+    let now_ns = unix_nanos();
     let (offset_ns, error_ms) = match clock {
         Clock::Measured(m) => (
             i128::from(m.offset_ns),

@@ -71,14 +71,22 @@ pub(crate) fn config(lab: &Lab) -> String {
 
 /// Starts `p2pd node` in `host`; returns its address (its first line).
 pub(crate) fn start_node(lab: &mut Lab, name: &str, host: &str) -> (String, u32) {
+    start_node_via(lab, name, host, &[])
+}
+
+/// [`start_node`] under a wrapper command (such as `faketime`).
+pub(crate) fn start_node_via(
+    lab: &mut Lab,
+    name: &str,
+    host: &str,
+    wrapper: &[&str],
+) -> (String, u32) {
     let config = config(lab);
+    let p2pd = env!("CARGO_BIN_EXE_p2pd");
+    let node = [p2pd, "--config", &config, "node"];
+    let command: Vec<&str> = wrapper.iter().copied().chain(node).collect();
     let pid = lab
-        .spawn(
-            name,
-            host,
-            env!("CARGO_BIN_EXE_p2pd"),
-            &["--config", &config, "node"],
-        )
+        .spawn(name, host, command[0], &command[1..])
         .expect("node");
     let log = lab.dir().join(format!("{name}.log"));
     let started = Instant::now();
@@ -98,7 +106,13 @@ pub(crate) struct Outcome {
 }
 
 /// Runs `p2pd connect ADDR --json` in `host` with `input` on stdin.
-pub(crate) fn connect(lab: &Lab, host: &str, addr: &str, strategies: &str, input: &[u8]) -> Outcome {
+pub(crate) fn connect(
+    lab: &Lab,
+    host: &str,
+    addr: &str,
+    strategies: &str,
+    input: &[u8],
+) -> Outcome {
     let config = config(lab);
     let args = lab.host(host).exec_args(
         env!("CARGO_BIN_EXE_p2pd"),
@@ -163,4 +177,3 @@ pub(crate) fn wait_for_line(log: &Path, wanted: impl Fn(&str) -> bool) -> String
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-
