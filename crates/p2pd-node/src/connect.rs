@@ -19,7 +19,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use p2pd_net::handshake::{self, Asking, HandshakeFailed};
+use p2pd_net::handshake::{self, Asking};
 use p2pd_net::pipe::{Pipe, PipeConfig};
 use p2pd_proto::addr::PeerAddr;
 use p2pd_proto::connect::{
@@ -58,8 +58,8 @@ pub struct ConnectError {
 
 /// What the driver's tasks report back to the race.
 enum Event {
-    Connected(AttemptId, Result<Pipe, HandshakeFailed>),
-    Punched(AttemptId, Result<Pipe, String>),
+    /// A connect or a punch ended: its connection, or why not.
+    Connected(AttemptId, Result<Pipe, String>),
     Signaling(AttemptId, bool),
     DialBack(Pipe),
 }
@@ -201,7 +201,7 @@ impl<'a, S: Signals> Driver<'a, S> {
                 let task = self.tasks.spawn(async move {
                     let result =
                         handshake::dial(dst, None, &config, (&me, &peer), asking, None).await;
-                    Event::Connected(attempt, result)
+                    Event::Connected(attempt, result.map_err(|e| e.to_string()))
                 });
                 self.running.insert(attempt, task);
             }
@@ -231,7 +231,7 @@ impl<'a, S: Signals> Driver<'a, S> {
                 let punch = self.signals.punch(self.peer);
                 let task = self
                     .tasks
-                    .spawn(async move { Event::Punched(attempt, punch.await) });
+                    .spawn(async move { Event::Connected(attempt, punch.await) });
                 self.running.insert(attempt, task);
             }
             Action::Cancel { attempt } => {
@@ -247,18 +247,6 @@ impl<'a, S: Signals> Driver<'a, S> {
     fn report(&mut self, event: Event) {
         match event {
             Event::Connected(attempt, result) => {
-                self.running.remove(&attempt);
-                match result {
-                    Ok(pipe) => {
-                        self.connected.insert(attempt, pipe);
-                        self.race.handle_connected(now(), attempt);
-                    }
-                    Err(err) => self
-                        .race
-                        .handle_connect_failed(now(), attempt, err.to_string()),
-                }
-            }
-            Event::Punched(attempt, result) => {
                 self.running.remove(&attempt);
                 match result {
                     Ok(pipe) => {

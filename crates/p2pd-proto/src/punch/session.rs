@@ -712,6 +712,37 @@ mod tests {
             .collect()
     }
 
+    /// An initiator at `t0` that has reserved port 5000 and probed
+    /// `mapped` (none: no probe); its request is drained.
+    fn asking(t0: Instant, ours: Behaviour, peer: &Behaviour, mapped: Option<u16>) -> Session {
+        let mut a = Session::initiate(t0, synced(t0, 0), side(ours, "192.168.1.2"), peer, LIMIT);
+        drain(&mut a);
+        let probed = mapped.map(|mapped| {
+            let ip = "198.18.1.1".parse().expect("ip");
+            (
+                ip,
+                Observed {
+                    local: 5000,
+                    mapped,
+                },
+            )
+        });
+        a.handle_reserved(t0, vec![5000], probed);
+        a
+    }
+
+    /// The peer's offer: one port, 6000, with NAT type `nat`.
+    fn peer_offer(nat: u8) -> Offer {
+        Offer {
+            ip: "198.18.2.1".parse().expect("ip"),
+            ports: vec![6000],
+            fallback: 6000,
+            nat,
+            delta: 2,
+            step: 0,
+        }
+    }
+
     fn sequential(delta: i32) -> Behaviour {
         behaviour(NatType::Symmetric, DeltaType::Independent, delta)
     }
@@ -901,28 +932,9 @@ mod tests {
     fn a_punch_without_connections_gives_up_after_its_window() {
         let t0 = Instant::now();
         let cone = behaviour(NatType::PortRestricted, DeltaType::Equal, 0);
-        let mut a = Session::initiate(t0, synced(t0, 0), side(cone, "192.168.1.2"), &cone, LIMIT);
+        let mut a = asking(t0, cone, &cone, Some(5000));
         drain(&mut a);
-        a.handle_reserved(
-            t0,
-            vec![5000],
-            Some((
-                "198.18.1.1".parse().expect("ip"),
-                Observed {
-                    local: 5000,
-                    mapped: 5000,
-                },
-            )),
-        );
-        drain(&mut a);
-        let offer = Offer {
-            ip: "198.18.2.1".parse().expect("ip"),
-            ports: vec![6000],
-            fallback: 6000,
-            nat: 5,
-            delta: 2,
-            step: 0,
-        };
+        let offer = peer_offer(5);
         a.handle_message(t0, Message::Answer { offer, meet_ms: 10 });
         a.handle_timeout(t0 + Duration::from_millis(10));
         let conns = connects(&drain(&mut a));
@@ -947,9 +959,7 @@ mod tests {
     fn a_silent_peer_or_a_stranger_loses_within_the_limit() {
         let t0 = Instant::now();
         let cone = behaviour(NatType::FullCone, DeltaType::Equal, 0);
-        let mut a = Session::initiate(t0, synced(t0, 0), side(cone, "192.168.1.2"), &cone, LIMIT);
-        drain(&mut a);
-        a.handle_reserved(t0, vec![5000], None);
+        let mut a = asking(t0, cone, &cone, None);
         drain(&mut a);
         assert_eq!(a.poll_timeout(), Some(t0 + LIMIT));
         a.handle_timeout(t0 + LIMIT);
@@ -958,17 +968,8 @@ mod tests {
             Some(Outcome::Failed(PunchError::NoAnswer(LIMIT)))
         );
         // A stranger's connection to a listener is not taken.
-        let mut b = Session::initiate(t0, synced(t0, 0), side(cone, "192.168.1.2"), &cone, LIMIT);
-        drain(&mut b);
-        b.handle_reserved(t0, vec![5000], None);
-        let offer = Offer {
-            ip: "198.18.2.1".parse().expect("ip"),
-            ports: vec![6000],
-            fallback: 6000,
-            nat: 3,
-            delta: 2,
-            step: 0,
-        };
+        let mut b = asking(t0, cone, &cone, None);
+        let offer = peer_offer(3);
         b.handle_message(t0, Message::Answer { offer, meet_ms: 0 });
         assert_eq!(
             b.handle_accepted(t0, "198.18.9.9:1".parse().expect("addr")),
@@ -991,38 +992,13 @@ mod tests {
         let t0 = Instant::now();
         let random = behaviour(NatType::Symmetric, DeltaType::Random, 0);
         let restricted = behaviour(NatType::Restricted, DeltaType::Equal, 0);
-        let mut a = Session::initiate(
-            t0,
-            synced(t0, 0),
-            side(random, "192.168.1.2"),
-            &restricted,
-            LIMIT,
-        );
-        drain(&mut a);
-        a.handle_reserved(
-            t0,
-            vec![5000],
-            Some((
-                "198.18.1.1".parse().expect("ip"),
-                Observed {
-                    local: 5000,
-                    mapped: 31_337,
-                },
-            )),
-        );
+        let mut a = asking(t0, random, &restricted, Some(31_337));
         let Message::Request { offer, .. } = sent(&drain(&mut a)) else {
             panic!("request")
         };
         assert!(offer.ports.is_empty());
         assert_eq!(offer.fallback, 31_337);
-        let theirs = Offer {
-            ip: "198.18.2.1".parse().expect("ip"),
-            ports: vec![6000],
-            fallback: 6000,
-            nat: 4,
-            delta: 2,
-            step: 0,
-        };
+        let theirs = peer_offer(4);
         a.handle_message(
             t0,
             Message::Answer {
