@@ -425,6 +425,9 @@ impl Signals for Node {
 impl Node {
     /// Punches to `peer` as the initiator (see `punch`).
     async fn punch_to(&self, peer: &PeerAddr) -> Result<Pipe, String> {
+        // Both end within their own limits after the node started.
+        self.discovered().await;
+        self.clock_measured().await;
         let Some((side, theirs)) = punch::sides(&self.addr(), peer) else {
             return Err("no IPv4 endpoint on both sides to punch between".into());
         };

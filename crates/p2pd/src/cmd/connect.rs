@@ -50,8 +50,9 @@ pub(crate) async fn run(args: &Args, mut config: NodeConfig) -> anyhow::Result<b
         node.signaling_ready(reverse_budget).await;
     }
     // A punch predicts from the NAT discovery measured and meets the peer
-    // on the measured clock: both are part of the node being up.
-    if strategies.contains(&Strategy::Punch) {
+    // on the measured clock: when it goes first, both are part of the node
+    // being up (later, it waits for them itself while others race).
+    if strategies.first() == Some(&Strategy::Punch) {
         node.discovered().await;
         node.clock_measured().await;
     }
