@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use p2pd_proto::punch::Synced;
+
 use crate::servers::{self, HostPort};
 
 /// NTP's port, for servers given without one.
@@ -35,6 +37,29 @@ pub enum Clock {
     Measured(ClockOffset),
     /// No server is configured, or none answered usably in time.
     Unknown,
+}
+
+/// How far an unmeasured clock is taken to be off.
+const UNKNOWN_ERROR_MS: u64 = 50;
+
+impl Clock {
+    /// The synchronised clock read now: the wall clock with the measured
+    /// offset, and how far it may be off (half the answer's round trip).
+    pub(crate) fn synced(self) -> Synced {
+        let now_ns = p2pd_net::wall_clock::unix_nanos();
+        let (offset_ns, error_ms) = match self {
+            Clock::Measured(m) => (
+                i128::from(m.offset_ns),
+                u64::try_from(m.delay_ns / 2_000_000).unwrap_or(0) + 1,
+            ),
+            Clock::Measuring | Clock::Unknown => (0, UNKNOWN_ERROR_MS),
+        };
+        Synced {
+            at: tokio::time::Instant::now().into_std(),
+            unix_ms: u64::try_from((now_ns + offset_ns) / 1_000_000).unwrap_or(0),
+            error_ms,
+        }
+    }
 }
 
 /// Measures against `servers`, within [`CLOCK_LIMIT`].

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::binds::{self, Binds};
 use super::command::Command;
-use super::dialback::{Admission, Answered, DialBack, Here, dialable};
+use super::dialback::{Admission, Answered, DialBack, Here, dialable, is_offline};
 use super::limits::Keyed;
 use super::punch;
 use super::{DISCOVERY_LIMIT, Shared, Status, inbound};
@@ -241,7 +241,7 @@ impl Actor {
         let host: Vec<std::net::IpAddr> = host.into_iter().flatten().collect();
         // Offline only with an address, all on loopback: a node that has
         // none yet is not.
-        let offline = !ours.is_empty() && ours.iter().all(|ip| ip.is_loopback());
+        let offline = is_offline(&ours);
         // The address must be the signer's own: nobody can make us dial a
         // third party in someone else's name.
         if asker.node_id != from || !dialable(&asker, offline) {
@@ -300,7 +300,8 @@ impl Actor {
             return;
         };
         let ours = self.parts.addr.borrow().clone();
-        let offline = ours.endpoints().all(|e| e.external.is_loopback());
+        let externals: Vec<std::net::IpAddr> = ours.endpoints().map(|e| e.external).collect();
+        let offline = is_offline(&externals);
         let PunchMessage::Request { offer, .. } = &request else {
             return;
         };
@@ -392,13 +393,13 @@ impl Actor {
             })
             .filter(|(_, l)| !l.ip.is_loopback())
             .collect();
-        let names = self.parts.shared.config.stun_servers.clone();
+        let shared = self.parts.shared.clone();
         let me = self.parts.me.clone();
         let stop = self.stop.clone();
         let gate = self.delta_gate.clone();
         tokio::spawn(async move {
             let run = async {
-                let servers = discovery::resolve_stun(&names).await;
+                let servers = shared.resolve_stun().await;
                 if servers.is_empty() || locals.is_empty() {
                     return Vec::new();
                 }

@@ -132,6 +132,13 @@ impl Admission {
     }
 }
 
+/// Whether a node whose external IPs are `externals` is offline: it has
+/// an address, all on loopback (one that has none yet is not). Offline,
+/// loopback addresses of others may be dialled.
+pub(crate) fn is_offline(externals: &[IpAddr]) -> bool {
+    !externals.is_empty() && externals.iter().all(|ip| ip.is_loopback())
+}
+
 /// Reverse tokens dialled back lately: an asker resends its request, and
 /// every copy after the first is answered by the first dial-back. Past its
 /// bound the oldest is forgotten, which costs at most a second dial-back

@@ -22,8 +22,8 @@ mod limits;
 mod punch;
 
 use std::future::Future;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use p2pd_net::daemon::Daemon;
@@ -33,7 +33,6 @@ use p2pd_net::pipe::{Message, Pipe, PipeConfig};
 use p2pd_net::wall_clock::unix_ms;
 use p2pd_proto::addr::{NodeId, PeerAddr};
 use p2pd_proto::connect::ReverseToken;
-use p2pd_proto::punch::{Message as PunchMessage, Session};
 use p2pd_proto::signal::{Body, Identity, InboxStats, Signal, seal};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -121,6 +120,8 @@ pub(crate) struct Shared {
     pub(crate) hooks: watch::Sender<inbound::Hooks>,
     /// Greets the node server's connections; punched ones too.
     pub(crate) acceptor: Arc<Acceptor>,
+    /// The STUN servers as last resolved.
+    stun: Mutex<Vec<SocketAddr>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -191,6 +192,7 @@ impl Node {
             lan_nets,
             hooks: watch::Sender::new(Arc::new(Vec::new())),
             acceptor,
+            stun: Mutex::new(Vec::new()),
         });
         let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let node = Node {
@@ -347,6 +349,30 @@ impl Node {
 }
 
 impl Shared {
+    /// Resolves the STUN servers, and remembers them for punches.
+    pub(crate) async fn resolve_stun(&self) -> Vec<SocketAddr> {
+        let servers = crate::discovery::resolve_stun(&self.config.stun_servers).await;
+        if !servers.is_empty() {
+            *self.stun.lock().unwrap_or_else(PoisonError::into_inner) = servers.clone();
+        }
+        servers
+    }
+
+    /// The STUN servers the last discovery round resolved, or resolved now
+    /// when none are known: a punch does not wait for DNS.
+    pub(crate) async fn stun_servers(&self) -> Vec<SocketAddr> {
+        let known = self
+            .stun
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if known.is_empty() {
+            self.resolve_stun().await
+        } else {
+            known
+        }
+    }
+
     /// See [`Node::send_signal`].
     pub(crate) fn send_signal(&self, to: &PeerAddr, body: Body) -> usize {
         let signal = Signal {
@@ -428,9 +454,6 @@ impl Node {
         // Both end within their own limits after the node started.
         self.discovered().await;
         self.clock_measured().await;
-        let Some((side, theirs)) = punch::sides(&self.addr(), peer) else {
-            return Err("no IPv4 endpoint on both sides to punch between".into());
-        };
         let token = ReverseToken::from_random(rand::random());
         let (reply, inbox) = mpsc::channel(4);
         let command = Command::AwaitPunch {
@@ -442,41 +465,14 @@ impl Node {
             .send(command)
             .await
             .map_err(|_| "the node is closed".to_owned())?;
-        let config = &self.shared.config;
-        let limit = config.connect.budgets.punch.min(punch::PUNCH_LIMIT);
-        let now = tokio::time::Instant::now().into_std();
-        let session = Session::initiate(now, punch::synced(self.clock()), side, &theirs, limit);
-        let io = punch::Punching {
-            identity: self.shared.identity.clone(),
-            peer: peer.node_id,
-            token,
-            encrypt: config.connect.encrypt,
-            local_ip: side.local_ip,
-            stun: crate::discovery::resolve_stun(&config.stun_servers).await,
-            acceptor: None,
-        };
-        let addr = self.addr().to_string();
-        let send = |message| {
-            if let PunchMessage::Request {
-                offer,
-                sent_ms,
-                error_ms,
-            } = message
-            {
-                let body = Body::Punch {
-                    token: token.to_string(),
-                    addr: addr.clone(),
-                    offer,
-                    sent_ms,
-                    error_ms,
-                };
-                self.send_signal(peer, body);
-            }
-        };
-        let (stream, layer) = punch::run(session, io, send, inbox)
-            .await
-            .map_err(|e| e.to_string())?;
-        Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, |_| {})
-            .map_err(|e| e.to_string())
+        punch::initiate(
+            &self.shared,
+            &self.addr(),
+            peer,
+            (token, inbox),
+            self.clock(),
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 }

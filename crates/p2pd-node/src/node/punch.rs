@@ -13,11 +13,10 @@ use p2pd_net::handshake::{self, Acceptor, Asking};
 use p2pd_net::pipe::{Layer, Pipe, PipeConfig};
 use p2pd_net::punch::{connect_now, established, reserve};
 use p2pd_net::stun::client::query_tcp_from;
-use p2pd_net::wall_clock::unix_nanos;
 use p2pd_proto::addr::{NodeId, PeerAddr};
 use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::punch::{
-    Action, Behaviour, ConnId, Message, Observed, Outcome, Probe, PunchError, Session, Side, Synced,
+    Action, Behaviour, ConnId, Message, Observed, Outcome, Probe, PunchError, Session, Side,
 };
 use p2pd_proto::signal::{Body, Identity};
 use tokio::net::TcpStream;
@@ -35,60 +34,92 @@ pub(crate) const PUNCH_LIMIT: Duration = Duration::from_secs(5);
 const PROBE_LIMIT: Duration = Duration::from_millis(700);
 /// STUN servers tried for the probe, at most.
 const PROBE_SERVERS: usize = 2;
-/// How far an unmeasured clock is taken to be off.
-const UNKNOWN_CLOCK_ERROR_MS: u64 = 50;
-
-/// The synchronised clock now: the wall clock with the measured offset.
-pub(crate) fn synced(clock: Clock) -> Synced {
-    let now_ns = unix_nanos();
-    let (offset_ns, error_ms) = match clock {
-        Clock::Measured(m) => (
-            i128::from(m.offset_ns),
-            u64::try_from(m.delay_ns / 2_000_000).unwrap_or(0) + 1,
-        ),
-        _ => (0, UNKNOWN_CLOCK_ERROR_MS),
-    };
-    let unix_ms = u64::try_from((now_ns + offset_ns) / 1_000_000).unwrap_or(0);
-    Synced {
-        at: Instant::now().into_std(),
-        unix_ms,
-        error_ms,
-    }
-}
 
 /// The interface to punch from and the peer's NAT: the first IPv4
 /// endpoint of each address (the NAT tests run on IPv4).
-pub(crate) fn sides(ours: &PeerAddr, theirs: &PeerAddr) -> Option<(Side, Behaviour)> {
+fn sides(ours: &PeerAddr, theirs: &PeerAddr) -> Option<(Side, Behaviour)> {
     let mine = ours.ipv4.first()?;
-    let peer = theirs.ipv4.first()?;
     let side = Side {
-        behaviour: Behaviour {
-            nat: mine.nat,
-            delta: mine.delta,
-        },
+        behaviour: Behaviour::from(mine),
         local_ip: mine.internal,
     };
-    Some((
-        side,
-        Behaviour {
-            nat: peer.nat,
-            delta: peer.delta,
-        },
-    ))
+    Some((side, Behaviour::from(theirs.ipv4.first()?)))
 }
 
 /// Who a punch is with and what it may use.
-pub(crate) struct Punching {
-    pub(crate) identity: Identity,
-    pub(crate) peer: NodeId,
-    pub(crate) token: ReverseToken,
-    pub(crate) encrypt: bool,
-    pub(crate) local_ip: IpAddr,
+struct Punching {
+    identity: Identity,
+    peer: NodeId,
+    token: ReverseToken,
+    encrypt: bool,
+    local_ip: IpAddr,
     /// STUN servers for the probe (TCP).
-    pub(crate) stun: Vec<SocketAddr>,
+    stun: Vec<SocketAddr>,
     /// The responder answers handshakes with the node's acceptor (its
     /// replay guard); the initiator has none.
-    pub(crate) acceptor: Option<Arc<Acceptor>>,
+    acceptor: Option<Arc<Acceptor>>,
+}
+
+impl Punching {
+    async fn new(
+        shared: &Shared,
+        peer: NodeId,
+        token: ReverseToken,
+        local_ip: IpAddr,
+        responder: bool,
+    ) -> Self {
+        Self {
+            identity: shared.identity.clone(),
+            peer,
+            token,
+            encrypt: shared.config.connect.encrypt,
+            local_ip,
+            stun: shared.stun_servers().await,
+            acceptor: responder.then(|| shared.acceptor.clone()),
+        }
+    }
+}
+
+/// A punch ends within the strategy's budget, and within [`PUNCH_LIMIT`].
+fn limit(shared: &Shared) -> Duration {
+    shared.config.connect.budgets.punch.min(PUNCH_LIMIT)
+}
+
+/// Punches to `peer` as the initiator: registered with the actor under
+/// `token`, whose answers arrive on `inbox`.
+pub(crate) async fn initiate(
+    shared: &Shared,
+    ours: &PeerAddr,
+    peer: &PeerAddr,
+    (token, inbox): (ReverseToken, mpsc::Receiver<Message>),
+    clock: Clock,
+) -> Result<Pipe, PunchError> {
+    let Some((side, theirs)) = sides(ours, peer) else {
+        return Err(PunchError::NoCommonEndpoint);
+    };
+    let now = Instant::now().into_std();
+    let session = Session::initiate(now, clock.synced(), side, &theirs, limit(shared));
+    let io = Punching::new(shared, peer.node_id, token, side.local_ip, false).await;
+    let addr = ours.to_string();
+    let send = |message| {
+        if let Message::Request {
+            offer,
+            sent_ms,
+            error_ms,
+        } = message
+        {
+            let body = Body::Punch {
+                token: token.to_string(),
+                addr: addr.clone(),
+                offer,
+                sent_ms,
+                error_ms,
+            };
+            shared.send_signal(peer, body);
+        }
+    };
+    let (stream, layer) = run(session, io, send, inbox).await?;
+    into_pipe(stream, layer, |_| {})
 }
 
 /// Answers `asker`'s punch request: the punched connection, set up to be
@@ -118,31 +149,28 @@ pub(crate) async fn respond(
         shared.send_signal(asker, body);
     };
     let Some((side, _)) = sides(ours, asker) else {
-        let reason = "no IPv4 endpoint on both sides to punch between".to_owned();
         send(Message::Refused {
-            reason: reason.clone(),
+            reason: PunchError::NoCommonEndpoint.to_string(),
         });
-        return Err(PunchError::PeerRefused(reason));
+        return Err(PunchError::NoCommonEndpoint);
     };
-    let config = &shared.config;
-    let limit = config.connect.budgets.punch.min(PUNCH_LIMIT);
     let now = Instant::now().into_std();
-    let session = Session::respond(now, synced(clock), side, &request, limit);
-    let io = Punching {
-        identity: shared.identity.clone(),
-        peer: asker.node_id,
-        token,
-        encrypt: config.connect.encrypt,
-        local_ip: side.local_ip,
-        stun: crate::discovery::resolve_stun(&config.stun_servers).await,
-        acceptor: Some(shared.acceptor.clone()),
-    };
+    let session = Session::respond(now, clock.synced(), side, &request, limit(shared));
+    let io = Punching::new(shared, asker.node_id, token, side.local_ip, true).await;
     // Nothing more comes from the asker after its request.
-    let (_none, inbox) = mpsc::channel(1);
+    let (_, inbox) = mpsc::channel(1);
     let (stream, layer) = run(session, io, send, inbox).await?;
     // Served from its first message on: the asker may send at once.
-    let serve = |pipe: &Pipe| inbound::serve_all(pipe, hooks);
-    Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, serve)
+    into_pipe(stream, layer, |pipe: &Pipe| inbound::serve_all(pipe, hooks))
+}
+
+/// The punched connection as a pipe; `setup` runs before its first message.
+fn into_pipe(
+    stream: TcpStream,
+    layer: Layer,
+    setup: impl FnOnce(&Pipe),
+) -> Result<Pipe, PunchError> {
+    Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, setup)
         .map_err(|e| PunchError::NotThePeer(e.to_string()))
 }
 
@@ -154,7 +182,7 @@ enum Io {
 
 /// Runs `session` to its end: the connection it kept and its handshake's
 /// layer. `send` puts a message on signaling; `inbox` brings the peer's.
-pub(crate) async fn run(
+async fn run(
     mut session: Session,
     io: Punching,
     send: impl Fn(Message),

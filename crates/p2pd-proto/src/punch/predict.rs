@@ -2,6 +2,7 @@
 //! measured delta and the last mapping seen), and which pairs of NATs can
 //! be punched at all, decided before any packet is sent.
 
+use crate::addr::Endpoint;
 use crate::stun::behavior::{Delta, DeltaType, NatType};
 
 /// A mapping the NAT made: a local port and the external port it got.
@@ -20,6 +21,16 @@ pub struct Behaviour {
     pub nat: NatType,
     /// Its port allocation.
     pub delta: Delta,
+}
+
+impl From<&Endpoint> for Behaviour {
+    /// What a peer address says of one interface's NAT.
+    fn from(endpoint: &Endpoint) -> Self {
+        Self {
+            nat: endpoint.nat,
+            delta: endpoint.delta,
+        }
+    }
 }
 
 /// The NAT gives ports no rule can foresee.

@@ -152,6 +152,9 @@ pub enum PunchError {
     /// The two NATs cannot be punched: refused before any packet.
     #[error("{0}")]
     Impossible(#[from] Refusal),
+    /// The two addresses share no address family to punch on.
+    #[error("no IPv4 endpoint on both sides to punch between")]
+    NoCommonEndpoint,
     /// The peer refused.
     #[error("the peer refused: {0}")]
     PeerRefused(String),
@@ -629,12 +632,6 @@ impl Session {
             self.actions.push_back(Action::Release);
         }
         self.outcome = Some(outcome);
-    }
-
-    /// Stops without a verdict (the connect was decided elsewhere).
-    pub fn cancel(&mut self) {
-        self.finish(Outcome::Failed(PunchError::TimedOut(self.limit)));
-        self.outcome = None;
     }
 
     /// The next thing for the driver to do.
