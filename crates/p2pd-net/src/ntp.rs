@@ -8,43 +8,39 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use p2pd_proto::ntp::{Estimate, Query, Rejected, answer, packet};
+use p2pd_proto::ntp::{Estimate, Query, answer, packet};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use crate::bind::{self, BindOptions};
 use crate::wall_clock;
 
-/// What asking the servers gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// What the answers agree on; `None` when no server answered usably.
-    pub estimate: Option<Estimate>,
-    /// Answers that were not used, and why.
-    pub rejected: Vec<(SocketAddr, Rejected)>,
-}
-
-/// Asks `servers` at once, for at most `limit`, on this machine's clock.
-pub async fn query(servers: &[SocketAddr], limit: Duration) -> io::Result<Report> {
+/// Asks `servers` at once, for at most `limit`, on this machine's clock:
+/// what their answers agree on, or `None` when no server answered usably
+/// (the answers not used are logged, with why).
+pub async fn query(servers: &[SocketAddr], limit: Duration) -> io::Result<Option<Estimate>> {
     query_on_clock(servers, limit, wall_clock::unix_nanos()).await
 }
 
 /// The same, with the local wall clock reading `wall` (Unix nanoseconds)
-/// now: a test skews one peer by starting it off.
-pub async fn query_on_clock(
+/// now: a test skews the client by starting it off.
+async fn query_on_clock(
     servers: &[SocketAddr],
     limit: Duration,
     wall: i128,
-) -> io::Result<Report> {
-    let v4 = if servers.iter().any(SocketAddr::is_ipv4) {
-        Some(UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await?)
-    } else {
-        None
+) -> io::Result<Option<Estimate>> {
+    // One socket per family asked; an IPv6 one takes no IPv4-mapped
+    // traffic, so every answer comes from the address it was sent to.
+    let socket_for = |any: SocketAddr| -> io::Result<Option<UdpSocket>> {
+        if !servers.iter().any(|s| s.is_ipv4() == any.is_ipv4()) {
+            return Ok(None);
+        }
+        bind::udp(any, &BindOptions::default())
+            .map(Some)
+            .map_err(io::Error::other)
     };
-    let v6 = if servers.iter().any(SocketAddr::is_ipv6) {
-        Some(UdpSocket::bind(SocketAddr::from(([0u16; 8], 0))).await?)
-    } else {
-        None
-    };
+    let v4 = socket_for(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    let v6 = socket_for(SocketAddr::from(([0u16; 8], 0)))?;
     let nonces: Vec<u64> = servers.iter().map(|_| rand::random()).collect();
     let mut query = Query::new(
         servers,
@@ -77,31 +73,20 @@ pub async fn query_on_clock(
                 query.handle_input(tokio::time::Instant::now().into_std(), from, &buf4[..n]);
             },
             got = recv(&v6, &mut buf6) => if let Ok((n, from)) = got {
-                query.handle_input(tokio::time::Instant::now().into_std(), canonical(from), &buf6[..n]);
+                query.handle_input(tokio::time::Instant::now().into_std(), from, &buf6[..n]);
             },
         }
     }
-    Ok(Report {
-        estimate: query.estimate(),
-        rejected: query.rejected().to_vec(),
-    })
+    for (server, why) in query.rejected() {
+        tracing::debug!(%server, ?why, "ntp answer not used");
+    }
+    Ok(query.estimate())
 }
 
 async fn recv(socket: &Option<UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     match socket {
         Some(socket) => socket.recv_from(buf).await,
         None => std::future::pending().await,
-    }
-}
-
-/// An IPv4-mapped sender as the IPv4 address it is.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, v6.port())),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
     }
 }
 
@@ -195,15 +180,17 @@ mod tests {
 
         // A client whose clock is 2 s behind learns +2 s.
         let behind = wall_clock::unix_nanos() - 2_000_000_000;
-        let report = query_on_clock(&[honest.local_addr()], limit, behind)
+        let e = query_on_clock(&[honest.local_addr()], limit, behind)
             .await
-            .expect("query");
-        let e = report.estimate.expect("an answer");
+            .expect("query")
+            .expect("an answer");
         assert!((e.offset_ns - 2_000_000_000).abs() < 20_000_000, "{e:?}");
 
         // A server running 0.5 s fast is seen as such.
-        let report = query(&[fast.local_addr()], limit).await.expect("query");
-        let e = report.estimate.expect("an answer");
+        let e = query(&[fast.local_addr()], limit)
+            .await
+            .expect("query")
+            .expect("an answer");
         assert!((e.offset_ns - 500_000_000).abs() < 20_000_000, "{e:?}");
         assert_eq!((honest.answered(), fast.answered()), (1, 1));
         honest.stop().await;

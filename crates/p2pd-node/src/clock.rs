@@ -72,7 +72,7 @@ pub async fn measure(servers: &[HostPort]) -> Clock {
             return Clock::Unknown;
         }
         match p2pd_net::ntp::query(&addrs, CLOCK_LIMIT).await {
-            Ok(report) => match report.estimate {
+            Ok(estimate) => match estimate {
                 Some(e) => Clock::Measured(ClockOffset {
                     offset_ns: e.offset_ns,
                     delay_ns: e.delay_ns,

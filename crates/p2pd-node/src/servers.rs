@@ -55,12 +55,11 @@ pub async fn resolve(
 ) -> Vec<SocketAddr> {
     let mut lookups = tokio::task::JoinSet::new();
     for (n, server) in servers.iter().enumerate() {
-        let host = if server.host.contains(':') {
-            format!("[{}]", server.host)
-        } else {
-            server.host.clone()
-        };
-        let name = format!("{host}:{}", server.port_or(default_port));
+        let name = HostPort {
+            host: server.host.clone(),
+            port: server.port_or(default_port),
+        }
+        .to_string();
         lookups.spawn(async move {
             let found =
                 tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(name.clone())).await;

@@ -40,14 +40,21 @@ impl Marks {
     pub fn from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
         let mut marks = Marks::default();
         for (name, value) in headers {
-            let slot = match name.to_ascii_lowercase().as_str() {
-                "host" => &mut marks.host,
-                "origin" => &mut marks.origin,
-                "sec-fetch-site" => &mut marks.fetch_site,
-                "referer" => &mut marks.referer,
-                TOKEN_HEADER => &mut marks.token,
-                "access-control-request-headers" => &mut marks.request_headers,
-                _ => continue,
+            let is = |wanted: &str| name.eq_ignore_ascii_case(wanted);
+            let slot = if is("host") {
+                &mut marks.host
+            } else if is("origin") {
+                &mut marks.origin
+            } else if is("sec-fetch-site") {
+                &mut marks.fetch_site
+            } else if is("referer") {
+                &mut marks.referer
+            } else if is(TOKEN_HEADER) {
+                &mut marks.token
+            } else if is("access-control-request-headers") {
+                &mut marks.request_headers
+            } else {
+                continue;
             };
             if slot.is_none() {
                 *slot = Some(String::from_utf8_lossy(value).trim().to_owned());

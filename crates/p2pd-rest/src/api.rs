@@ -128,15 +128,14 @@ impl Api {
             }
             Endpoint::Subscribe { name, key } => {
                 let named = self.conns.get(&name)?;
-                let subs = named.conn.pipe.subscriptions();
-                if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(&key) {
-                    return Err(ApiError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
-                }
-                named
+                let subscribed = named
                     .conn
                     .pipe
-                    .subscribe(&key)
+                    .subscribe_within(&key, MAX_SUBSCRIPTIONS)
                     .map_err(|err| ApiError::Pattern(err.to_string()))?;
+                if !subscribed {
+                    return Err(ApiError::TooManySubscriptions(MAX_SUBSCRIPTIONS));
+                }
                 Ok(Reply::Json(sub_json(&name, "sub", &key)))
             }
             Endpoint::Unsubscribe { name, key } => {
@@ -178,7 +177,7 @@ impl Api {
             .subscribe(&SubKey::all())
             .map_err(|err| ApiError::Pattern(err.to_string()))?;
         self.counters.opened.fetch_add(1, Ordering::Relaxed);
-        let named = reservation.fill(conn, Instant::now());
+        let named = reservation.fill(conn);
         Ok(Reply::Json(self.con_info(&named, &nics())))
     }
 

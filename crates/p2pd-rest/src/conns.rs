@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use p2pd_node::Connection;
 
@@ -25,8 +24,6 @@ pub struct Named {
     pub name: String,
     /// The connection.
     pub conn: Connection,
-    /// When it was opened.
-    pub opened: Instant,
     /// Set while a `/p2p/pipe` relays it.
     relayed: Arc<AtomicBool>,
 }
@@ -54,6 +51,15 @@ enum Slot {
     Open(Named),
 }
 
+impl Slot {
+    fn open(&self) -> Option<&Named> {
+        match self {
+            Slot::Open(named) => Some(named),
+            Slot::Opening => None,
+        }
+    }
+}
+
 /// The table, shared by every request.
 #[derive(Default)]
 pub struct Conns {
@@ -71,12 +77,11 @@ pub struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// Stores the opened connection under the reserved name.
-    pub fn fill(mut self, conn: Connection, opened: Instant) -> Named {
+    pub fn fill(mut self, conn: Connection) -> Named {
         let name = self.name.take().unwrap_or_default();
         let named = Named {
             name: name.clone(),
             conn,
-            opened,
             relayed: Arc::new(AtomicBool::new(false)),
         };
         self.table.lock().insert(name, Slot::Open(named.clone()));
@@ -134,21 +139,24 @@ impl Conns {
 
     /// The open connection called `name`.
     pub fn get(&self, name: &str) -> Result<Named, ApiError> {
-        match self.lock().get(name) {
-            Some(Slot::Open(named)) => Ok(named.clone()),
-            _ => Err(ApiError::NotFound(name.to_owned())),
-        }
+        self.lock()
+            .get(name)
+            .and_then(Slot::open)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(name.to_owned()))
     }
 
     /// Removes `name` from the table and returns it.
     pub fn remove(&self, name: &str) -> Result<Named, ApiError> {
         let mut slots = self.lock();
-        match slots.get(name) {
-            Some(Slot::Open(_)) => match slots.remove(name) {
-                Some(Slot::Open(named)) => Ok(named),
-                _ => Err(ApiError::NotFound(name.to_owned())),
-            },
-            _ => Err(ApiError::NotFound(name.to_owned())),
+        match slots.remove(name) {
+            Some(Slot::Open(named)) => Ok(named),
+            // A name being opened stays reserved.
+            Some(Slot::Opening) => {
+                slots.insert(name.to_owned(), Slot::Opening);
+                Err(ApiError::NotFound(name.to_owned()))
+            }
+            None => Err(ApiError::NotFound(name.to_owned())),
         }
     }
 
@@ -157,10 +165,7 @@ impl Conns {
         let mut all: Vec<Named> = self
             .lock()
             .values()
-            .filter_map(|slot| match slot {
-                Slot::Open(named) => Some(named.clone()),
-                Slot::Opening => None,
-            })
+            .filter_map(|slot| slot.open().cloned())
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
@@ -170,7 +175,7 @@ impl Conns {
     pub fn count(&self) -> usize {
         self.lock()
             .values()
-            .filter(|slot| matches!(slot, Slot::Open(_)))
+            .filter(|slot| slot.open().is_some())
             .count()
     }
 

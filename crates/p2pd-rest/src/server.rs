@@ -221,12 +221,12 @@ async fn answer(
     };
     let endpoint = route::route(method, req.uri().path())?;
     if let Endpoint::Pipe { name } = &endpoint {
-        let named = shared.api.conns.get(name)?;
         let upgrade = req.headers().get(header::UPGRADE).cloned();
         let Some(protocol) = upgrade else {
+            shared.api.conns.get(name)?;
             return Err(ApiError::PipeNotFirst);
         };
-        let claim = relayable(&named)?;
+        let (claim, named) = claim_relay(shared, name)?;
         // The relay outlives this HTTP connection's task: it holds a slot
         // of its own.
         let slot = shared
@@ -308,8 +308,10 @@ fn set_client(response: &mut Response<Body>, client: SocketAddr) {
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut text = serde_json::to_vec_pretty(value).unwrap_or_default();
-    text.push(b'\n');
+    json_bytes_response(status, json_text(value))
+}
+
+fn json_bytes_response(status: StatusCode, text: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(text)));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -319,13 +321,24 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body
     response
 }
 
-fn error_json(err: &ApiError) -> serde_json::Value {
-    serde_json::json!({ "error": err.code(), "msg": err.to_string() })
+/// An error's status and JSON body, the same through hyper and outside it.
+fn error_body(err: &ApiError) -> (StatusCode, Vec<u8>) {
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        json_text(&serde_json::json!({ "error": err.code(), "msg": err.to_string() })),
+    )
+}
+
+fn json_text(value: &serde_json::Value) -> Vec<u8> {
+    let mut text = serde_json::to_vec_pretty(value).unwrap_or_default();
+    text.push(b'\n');
+    text
 }
 
 fn error_response(err: &ApiError, cors: Option<&str>) -> Response<Body> {
-    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut response = json_response(status, &error_json(err));
+    let (status, body) = error_body(err);
+    let mut response = json_bytes_response(status, body);
     if let ApiError::MethodNotAllowed { allowed, .. } = err {
         response
             .headers_mut()
@@ -436,11 +449,7 @@ async fn raw_pipe(
         return;
     }
     let named = match route::route(Method::Get, &path) {
-        Ok(Endpoint::Pipe { name }) => shared
-            .api
-            .conns
-            .get(&name)
-            .and_then(|named| Ok((relayable(&named)?, named))),
+        Ok(Endpoint::Pipe { name }) => claim_relay(shared, &name),
         Ok(_) => Err(ApiError::NoMethod(path)),
         Err(err) => Err(err),
     };
@@ -502,28 +511,33 @@ fn parse_head(bytes: &[u8]) -> Result<Option<RawHead>, httparse::Error> {
 }
 
 /// The claim on a connection a pipe may relay now.
-fn relayable(named: &Named) -> Result<RelayClaim, ApiError> {
+/// The connection `name` and the claim to relay it: refused when it has
+/// ended or another pipe relays it.
+fn claim_relay(shared: &Shared, name: &str) -> Result<(RelayClaim, Named), ApiError> {
+    let named = shared.api.conns.get(name)?;
     if named.conn.pipe.is_closed() {
         return Err(ApiError::Closed(named.name.clone()));
     }
-    named
+    let claim = named
         .claim_relay()
-        .ok_or_else(|| ApiError::Relayed(named.name.clone()))
+        .ok_or_else(|| ApiError::Relayed(named.name.clone()))?;
+    Ok((claim, named))
 }
 
 /// Answers an error outside hyper, then closes. What the client still
 /// sends is read (briefly) first: closing with unread bytes would reset
 /// the connection and lose the answer.
 async fn refuse(mut stream: TcpStream, err: &ApiError) {
-    let body = serde_json::to_string_pretty(&error_json(err)).unwrap_or_default() + "\n";
-    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let text = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let (status, body) = error_body(err);
+    let mut text = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
-    );
-    let _ = stream.write_all(text.as_bytes()).await;
+    )
+    .into_bytes();
+    text.extend_from_slice(&body);
+    let _ = stream.write_all(&text).await;
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
     let mut drained = 0;

@@ -49,9 +49,20 @@ impl Pipe {
     /// Starts queueing messages that match `key` (manual: `subscribe`).
     /// Subscribing twice with the same key keeps one queue.
     pub fn subscribe(&self, key: &SubKey) -> Result<(), PipeError> {
+        self.subscribe_within(key, usize::MAX).map(|_| ())
+    }
+
+    /// [`Pipe::subscribe`], unless `max` subscriptions exist and `key` is
+    /// not one of them: then `false`, and nothing changes. Counted under
+    /// the pipe's lock, so concurrent callers cannot pass `max` together.
+    pub fn subscribe_within(&self, key: &SubKey, max: usize) -> Result<bool, PipeError> {
         let matcher = Matcher::new(key)?;
         let mut state = self.inner.state();
-        if !state.consumers.subs.iter().any(|s| s.key == *key) {
+        let subs = &state.consumers.subs;
+        if !subs.iter().any(|s| s.key == *key) {
+            if subs.len() >= max {
+                return Ok(false);
+            }
             Arc::make_mut(&mut state.consumers).subs.push(Arc::new(Sub {
                 key: key.clone(),
                 matcher,
@@ -60,7 +71,7 @@ impl Pipe {
                 gone: AtomicBool::new(false),
             }));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The patterns of every subscription, oldest first.

@@ -11,8 +11,8 @@ use p2pd_proto::stun::behavior::{Delta, Mapping, PortPair, classify_delta};
 
 use super::client::{StunError, query_tcp_from};
 
-/// Connections in the delta series.
-pub const DELTA_SAMPLES: usize = 6;
+/// Connections in the delta series: as many as the UDP series makes.
+pub const DELTA_SAMPLES: usize = p2pd_proto::stun::probe::DEFAULT_DELTA_SAMPLES;
 /// Each connection's connect and answer together.
 const EACH: Duration = Duration::from_secs(2);
 

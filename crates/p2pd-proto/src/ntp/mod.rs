@@ -72,7 +72,17 @@ impl Sample {
         answer: &[u8],
         received: i128,
     ) -> Result<Sample, Rejected> {
-        let p = Packet::decode(answer)?;
+        Sample::from_packet(server, nonce, sent, &Packet::decode(answer)?, received)
+    }
+
+    /// [`Sample::from_answer`] for an answer already decoded.
+    pub fn from_packet(
+        server: SocketAddr,
+        nonce: u64,
+        sent: i128,
+        p: &Packet,
+        received: i128,
+    ) -> Result<Sample, Rejected> {
         if !matches!(p.mode, Mode::Server | Mode::Broadcast) {
             return Err(Rejected::Mode(p.mode));
         }
@@ -244,14 +254,19 @@ impl Query {
             return;
         };
         // Which request it answers (its origin field), if any of ours.
-        let origin = Packet::decode(bytes)
-            .map(|p| p.origin.0)
-            .unwrap_or_default();
-        let Some((nonce, sent)) = a.sent.iter().copied().find(|(n, _)| *n == origin) else {
+        let answer = Packet::decode(bytes).ok();
+        let asked = answer.as_ref().and_then(|p| {
+            a.sent
+                .iter()
+                .copied()
+                .find(|(n, _)| *n == p.origin.0)
+                .map(|request| (p, request))
+        });
+        let Some((answer, (nonce, sent))) = asked else {
             self.rejected.push((from, Rejected::NotOurs));
             return;
         };
-        match Sample::from_answer(from, nonce, sent, bytes, received) {
+        match Sample::from_packet(from, nonce, sent, answer, received) {
             Ok(sample) => {
                 a.done = true;
                 self.samples.push(sample);
