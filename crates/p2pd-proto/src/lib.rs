@@ -21,6 +21,7 @@ pub mod punch;
 pub mod route;
 pub mod signal;
 pub mod stun;
+pub mod turn;
 pub mod transmit;
 
 pub use transmit::Transmit;

@@ -22,10 +22,24 @@ pub mod code {
     pub const ERROR_CODE: u16 = 0x0009;
     /// UNKNOWN-ATTRIBUTES.
     pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+    /// CHANNEL-NUMBER (TURN, RFC 8656).
+    pub const CHANNEL_NUMBER: u16 = 0x000C;
+    /// LIFETIME (TURN).
+    pub const LIFETIME: u16 = 0x000D;
+    /// XOR-PEER-ADDRESS (TURN).
+    pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+    /// DATA (TURN).
+    pub const DATA: u16 = 0x0013;
     /// REALM.
     pub const REALM: u16 = 0x0014;
     /// NONCE.
     pub const NONCE: u16 = 0x0015;
+    /// XOR-RELAYED-ADDRESS (TURN).
+    pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+    /// REQUESTED-ADDRESS-FAMILY (TURN).
+    pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+    /// REQUESTED-TRANSPORT (TURN).
+    pub const REQUESTED_TRANSPORT: u16 = 0x0019;
     /// MESSAGE-INTEGRITY-SHA256.
     pub const MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
     /// XOR-MAPPED-ADDRESS.
@@ -76,6 +90,21 @@ pub enum Attribute {
     },
     /// UNKNOWN-ATTRIBUTES: the comprehension-required types not understood.
     UnknownAttributes(Vec<u16>),
+    /// TURN: the channel a ChannelBind asks for (0x4000..=0x4FFF).
+    ChannelNumber(u16),
+    /// TURN: an allocation's lifetime in seconds (0 deletes it).
+    Lifetime(u32),
+    /// TURN: the peer a permission, channel or Send/Data indication is for.
+    XorPeerAddress(SocketAddr),
+    /// TURN: the payload of a Send or Data indication.
+    Data(Vec<u8>),
+    /// TURN: the address the server relays from for this client.
+    XorRelayedAddress(SocketAddr),
+    /// TURN: the address family of the relayed address asked for (1 IPv4,
+    /// 2 IPv6).
+    RequestedAddressFamily(u8),
+    /// TURN: the protocol to relay (17 for UDP).
+    RequestedTransport(u8),
     /// REALM.
     Realm(String),
     /// NONCE.
@@ -116,6 +145,13 @@ impl Attribute {
             Attribute::MessageIntegrity(_) => code::MESSAGE_INTEGRITY,
             Attribute::ErrorCode { .. } => code::ERROR_CODE,
             Attribute::UnknownAttributes(_) => code::UNKNOWN_ATTRIBUTES,
+            Attribute::ChannelNumber(_) => code::CHANNEL_NUMBER,
+            Attribute::Lifetime(_) => code::LIFETIME,
+            Attribute::XorPeerAddress(_) => code::XOR_PEER_ADDRESS,
+            Attribute::Data(_) => code::DATA,
+            Attribute::XorRelayedAddress(_) => code::XOR_RELAYED_ADDRESS,
+            Attribute::RequestedAddressFamily(_) => code::REQUESTED_ADDRESS_FAMILY,
+            Attribute::RequestedTransport(_) => code::REQUESTED_TRANSPORT,
             Attribute::Realm(_) => code::REALM,
             Attribute::Nonce(_) => code::NONCE,
             Attribute::MessageIntegritySha256(_) => code::MESSAGE_INTEGRITY_SHA256,
@@ -148,6 +184,13 @@ impl Attribute {
                 | MESSAGE_INTEGRITY
                 | ERROR_CODE
                 | UNKNOWN_ATTRIBUTES
+                | CHANNEL_NUMBER
+                | LIFETIME
+                | XOR_PEER_ADDRESS
+                | DATA
+                | XOR_RELAYED_ADDRESS
+                | REQUESTED_ADDRESS_FAMILY
+                | REQUESTED_TRANSPORT
                 | REALM
                 | NONCE
                 | MESSAGE_INTEGRITY_SHA256
@@ -169,7 +212,18 @@ impl Attribute {
             | Attribute::ChangedAddress(a)
             | Attribute::ResponseOrigin(a)
             | Attribute::OtherAddress(a) => encode_address(out, *a),
-            Attribute::XorMappedAddress(a) => encode_address(out, xor(*a, cookie, tid)),
+            Attribute::XorMappedAddress(a)
+            | Attribute::XorPeerAddress(a)
+            | Attribute::XorRelayedAddress(a) => encode_address(out, xor(*a, cookie, tid)),
+            Attribute::ChannelNumber(n) => {
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(&[0, 0]);
+            }
+            Attribute::Lifetime(secs) => out.extend_from_slice(&secs.to_be_bytes()),
+            Attribute::Data(v) => out.extend_from_slice(v),
+            Attribute::RequestedAddressFamily(n) | Attribute::RequestedTransport(n) => {
+                out.extend_from_slice(&[*n, 0, 0, 0]);
+            }
             Attribute::ChangeRequest { ip, port } => {
                 let flags = (u32::from(*ip) << 2) | (u32::from(*port) << 1);
                 out.extend_from_slice(&flags.to_be_bytes());
@@ -227,6 +281,32 @@ impl Attribute {
             code::XOR_MAPPED_ADDRESS => {
                 let a = decode_address(value).ok_or(bad("bad address"))?;
                 Attribute::XorMappedAddress(xor(a, cookie, tid))
+            }
+            code::XOR_PEER_ADDRESS => {
+                let a = decode_address(value).ok_or(bad("bad address"))?;
+                Attribute::XorPeerAddress(xor(a, cookie, tid))
+            }
+            code::XOR_RELAYED_ADDRESS => {
+                let a = decode_address(value).ok_or(bad("bad address"))?;
+                Attribute::XorRelayedAddress(xor(a, cookie, tid))
+            }
+            code::CHANNEL_NUMBER => {
+                let [hi, lo, _, _] = <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
+                Attribute::ChannelNumber(u16::from_be_bytes([hi, lo]))
+            }
+            code::LIFETIME => Attribute::Lifetime(u32::from_be_bytes(
+                value.try_into().map_err(|_| bad("length is not 4"))?,
+            )),
+            code::DATA => Attribute::Data(value.to_vec()),
+            code::REQUESTED_ADDRESS_FAMILY => {
+                let [family, _, _, _] =
+                    <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
+                Attribute::RequestedAddressFamily(family)
+            }
+            code::REQUESTED_TRANSPORT => {
+                let [protocol, _, _, _] =
+                    <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
+                Attribute::RequestedTransport(protocol)
             }
             code::CHANGE_REQUEST => {
                 let flags =

@@ -131,7 +131,19 @@ impl Transactions {
         request: &Message,
         policy: RetransmitPolicy,
     ) {
-        let payload = request.encode();
+        self.start_encoded(now, dst, request.transaction, request.encode(), policy);
+    }
+
+    /// [`Transactions::start`] for a request already encoded, such as one
+    /// signed with MESSAGE-INTEGRITY.
+    pub fn start_encoded(
+        &mut self,
+        now: Instant,
+        dst: SocketAddr,
+        id: TransactionId,
+        payload: Vec<u8>,
+        policy: RetransmitPolicy,
+    ) {
         let mut pending = Pending {
             dst,
             payload,
@@ -142,7 +154,7 @@ impl Transactions {
             give_up: now + policy.give_up_after(),
         };
         self.send_due(now, &mut pending);
-        self.pending.insert(request.transaction, pending);
+        self.pending.insert(id, pending);
     }
 
     /// Feeds a received datagram. Returns whether it answered an
