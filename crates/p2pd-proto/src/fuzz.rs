@@ -155,3 +155,77 @@ pub fn ntp_packet(data: &[u8]) {
         assert_eq!(reply.mode, Mode::Server);
     }
 }
+
+/// TURN: the server's datagrams (STUN answers, Data indications,
+/// ChannelData) fed to an allocated client with one bound channel, and the
+/// stream framing: never panics, the allocation survives whatever a
+/// stranger sends, and peer data only comes from the bound channel or a
+/// Data indication.
+pub fn turn_input(data: &[u8]) {
+    use crate::stun::message::Integrity;
+    use crate::stun::{Class, Message};
+    use crate::turn::channel;
+    use crate::turn::client::long_term_key;
+    use crate::turn::{Client, ClientConfig, Event, Family, Input};
+    use std::time::{Duration, Instant};
+
+    let _ = channel::frame_len(data);
+    let _ = channel::decode(data);
+    let server = "198.18.0.6:3478".parse().expect("literal");
+    let relayed = "198.18.0.6:49152".parse().expect("literal");
+    let peer = "198.18.0.6:50000".parse().expect("literal");
+    let now = Instant::now();
+    let config = ClientConfig {
+        server,
+        stream: false,
+        username: "u".into(),
+        password: "p".into(),
+        realm: String::new(),
+        family: Family::V4,
+        lifetime: Duration::from_secs(600),
+        timeout: Duration::from_secs(1),
+    };
+    let mut client = Client::new(now, config, 1);
+    let key = long_term_key("u", "r", "p");
+    // Challenge, allocation, channel: each request answered as a server would.
+    let mut answer = |client: &mut Client, class: Class, attrs: Vec<Attribute>, sign: bool| {
+        let request = client.poll_transmit().expect("a request is queued");
+        let request = Message::decode(&request.payload).expect("requests decode");
+        let mut reply = Message::response_to(&request, class);
+        reply.attributes = attrs;
+        let bytes = if sign {
+            reply.encode_signed(Some(Integrity::Sha1(&key)), false)
+        } else {
+            reply.encode()
+        };
+        assert_eq!(client.handle_input(now, &bytes), Input::Control);
+    };
+    let challenge = vec![
+        Attribute::ErrorCode {
+            code: 401,
+            reason: String::new(),
+        },
+        Attribute::Realm("r".into()),
+        Attribute::Nonce("n".into()),
+    ];
+    answer(&mut client, Class::Error, challenge, false);
+    answer(
+        &mut client,
+        Class::Success,
+        vec![Attribute::XorRelayedAddress(relayed)],
+        true,
+    );
+    let number = client.bind_channel(now, peer).expect("allocated");
+    answer(&mut client, Class::Success, Vec::new(), true);
+    while client.poll_event().is_some() {}
+    if let Input::Peer { peer: from, .. } = client.handle_input(now, data) {
+        let from_channel = channel::decode(data).is_ok_and(|d| d.channel == number);
+        assert!(from_channel || !channel::is_channel_data(data), "{from}");
+    }
+    client.handle_timeout(now);
+    assert!(
+        !std::iter::from_fn(|| client.poll_event()).any(|e| matches!(e, Event::Failed(_))),
+        "a stranger's bytes ended the allocation"
+    );
+    assert_eq!(client.relayed(), Some(relayed));
+}

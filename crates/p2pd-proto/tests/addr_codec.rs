@@ -89,10 +89,11 @@ type FuzzBody = fn(&[u8]);
 #[test]
 fn committed_fuzz_corpus_replays_cleanly() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-    let targets: [(&str, FuzzBody); 3] = [
+    let targets: [(&str, FuzzBody); 4] = [
         ("peer_addr", p2pd_proto::fuzz::peer_addr),
         ("signal_envelope", p2pd_proto::fuzz::signal_envelope),
         ("ntp_packet", p2pd_proto::fuzz::ntp_packet),
+        ("turn_input", p2pd_proto::fuzz::turn_input),
     ];
     for (target, body) in targets {
         let entries = std::fs::read_dir(corpus.join(target)).expect("the corpus directory exists");

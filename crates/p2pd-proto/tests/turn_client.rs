@@ -401,3 +401,18 @@ proptest! {
         prop_assert_eq!(Message::decode(&message.encode()).expect("decodes"), message);
     }
 }
+
+proptest! {
+    #[test]
+    fn the_fuzz_body_holds_on_random_server_bytes(mut bytes in proptest::collection::vec(any::<u8>(), 0..120), shape in 0u8..3) {
+        // Steer a third towards ChannelData and a third towards STUN.
+        if let Some(first) = bytes.first_mut() {
+            match shape {
+                0 => *first = 0x40,
+                1 => *first &= 0x3f,
+                _ => {}
+            }
+        }
+        p2pd_proto::fuzz::turn_input(&bytes);
+    }
+}
