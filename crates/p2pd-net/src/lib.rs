@@ -17,5 +17,6 @@ pub mod interfaces;
 pub mod ntp;
 pub mod pipe;
 pub mod punch;
+pub mod relay;
 pub mod stun;
 pub mod wall_clock;

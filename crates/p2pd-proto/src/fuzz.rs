@@ -188,7 +188,7 @@ pub fn turn_input(data: &[u8]) {
     let mut client = Client::new(now, config, 1);
     let key = long_term_key("u", "r", "p");
     // Challenge, allocation, channel: each request answered as a server would.
-    let mut answer = |client: &mut Client, class: Class, attrs: Vec<Attribute>, sign: bool| {
+    let answer = |client: &mut Client, class: Class, attrs: Vec<Attribute>, sign: bool| {
         let request = client.poll_transmit().expect("a request is queued");
         let request = Message::decode(&request.payload).expect("requests decode");
         let mut reply = Message::response_to(&request, class);

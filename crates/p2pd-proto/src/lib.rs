@@ -21,7 +21,7 @@ pub mod punch;
 pub mod route;
 pub mod signal;
 pub mod stun;
-pub mod turn;
 pub mod transmit;
+pub mod turn;
 
 pub use transmit::Transmit;

@@ -125,7 +125,8 @@ impl Server {
                     Attribute::Lifetime(l) => Some(*l),
                     _ => None,
                 });
-                response = response.with(Attribute::Lifetime(asked.unwrap_or(0).min(self.lifetime)));
+                response =
+                    response.with(Attribute::Lifetime(asked.unwrap_or(0).min(self.lifetime)));
             }
             CHANNEL_BIND => {
                 let number = request.attributes.iter().find_map(|a| match a {
@@ -136,7 +137,8 @@ impl Server {
                     Attribute::XorPeerAddress(p) => Some(*p),
                     _ => None,
                 });
-                self.channels.insert(number.expect("number"), peer.expect("peer"));
+                self.channels
+                    .insert(number.expect("number"), peer.expect("peer"));
             }
             CREATE_PERMISSION => {}
             other => panic!("unexpected method {other}"),
@@ -211,7 +213,10 @@ fn a_realm_other_than_the_configured_one_is_refused() {
     cfg.realm = "elsewhere".into();
     let mut client = Client::new(now, cfg, 1);
     let events = run(&mut client, &mut server, &mut now.clone(), now);
-    assert!(matches!(&events[..], [Event::Failed(TurnError::Realm { theirs, .. })] if theirs == "lab"), "{events:?}");
+    assert!(
+        matches!(&events[..], [Event::Failed(TurnError::Realm { theirs, .. })] if theirs == "lab"),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -231,10 +236,18 @@ fn refreshes_keep_a_short_allocation_alive() {
     let events = run(&mut client, &mut server, &mut now, until);
     let refreshes = events
         .iter()
-        .filter(|e| matches!(e, Event::Refreshed { lifetime } if *lifetime == Duration::from_secs(10)))
+        .filter(
+            |e| matches!(e, Event::Refreshed { lifetime } if *lifetime == Duration::from_secs(10)),
+        )
         .count();
-    assert!(refreshes >= 10, "refreshed {refreshes} times in 60 s: {events:?}");
-    assert!(!events.iter().any(|e| matches!(e, Event::Failed(_))), "{events:?}");
+    assert!(
+        refreshes >= 10,
+        "refreshed {refreshes} times in 60 s: {events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Failed(_))),
+        "{events:?}"
+    );
     assert_eq!(client.relayed(), Some(addr(RELAYED)));
 }
 
@@ -247,7 +260,9 @@ fn an_unanswered_refresh_ends_in_expiry() {
     let until = now + Duration::from_secs(30);
     let events = run(&mut client, &mut server, &mut now, until);
     assert!(
-        events.iter().any(|e| matches!(e, Event::Failed(TurnError::Expired { .. }))),
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Failed(TurnError::Expired { .. }))),
         "{events:?}"
     );
     assert!(client.is_done());
@@ -269,7 +284,10 @@ fn a_silent_server_times_out_after_retransmits() {
         events.extend(std::iter::from_fn(|| client.poll_event()));
     }
     assert!(sends >= 3, "retransmitted: {sends}");
-    assert!(matches!(events[..], [Event::Failed(TurnError::TimedOut { .. })]), "{events:?}");
+    assert!(
+        matches!(events[..], [Event::Failed(TurnError::TimedOut { .. })]),
+        "{events:?}"
+    );
     assert_eq!(now - start, Duration::from_secs(3));
 }
 
@@ -280,9 +298,18 @@ fn a_bound_channel_carries_data_both_ways() {
     let peer = addr(PEER);
     let number = client.bind_channel(now, peer).expect("allocated");
     let mut out = Vec::new();
-    assert!(matches!(client.wrap(peer, b"early", &mut out), Err(TurnError::NoPermission(_))));
+    assert!(matches!(
+        client.wrap(peer, b"early", &mut out),
+        Err(TurnError::NoPermission(_))
+    ));
     let events = run(&mut client, &mut server, &mut now.clone(), now);
-    assert_eq!(events, vec![Event::ChannelBound { peer, channel: number }]);
+    assert_eq!(
+        events,
+        vec![Event::ChannelBound {
+            peer,
+            channel: number
+        }]
+    );
     client.wrap(peer, b"hello", &mut out).expect("bound");
     assert_eq!(out.len(), 4 + 5, "ChannelData, unpadded over UDP");
     server.answer(&out);
@@ -303,7 +330,11 @@ fn a_bound_channel_carries_data_both_ways() {
     let before = server.requests.len();
     let until = now + Duration::from_secs(300);
     run(&mut client, &mut server, &mut now, until);
-    assert!(server.requests[before..].contains(&CHANNEL_BIND), "{:?}", server.requests);
+    assert!(
+        server.requests[before..].contains(&CHANNEL_BIND),
+        "{:?}",
+        server.requests
+    );
 }
 
 #[test]
@@ -318,11 +349,17 @@ fn a_permission_carries_send_and_data_indications() {
     client.wrap(peer, b"via send", &mut out).expect("permitted");
     server.answer(&out);
     assert_eq!(server.sent, vec![(peer, b"via send".to_vec())]);
-    let data = Message::new(Class::Indication, DATA, p2pd_proto::stun::TransactionId([5; 12]))
-        .with(Attribute::XorPeerAddress(peer))
-        .with(Attribute::Data(b"via data".to_vec()))
-        .encode();
-    assert!(matches!(client.handle_input(now, &data), Input::Peer { peer: p, data } if p == peer && &data[..] == b"via data"));
+    let data = Message::new(
+        Class::Indication,
+        DATA,
+        p2pd_proto::stun::TransactionId([5; 12]),
+    )
+    .with(Attribute::XorPeerAddress(peer))
+    .with(Attribute::Data(b"via data".to_vec()))
+    .encode();
+    assert!(
+        matches!(client.handle_input(now, &data), Input::Peer { peer: p, data } if p == peer && &data[..] == b"via data")
+    );
 }
 
 #[test]
@@ -365,7 +402,11 @@ fn ipv6_relays_are_asked_for_by_family() {
     let mut client = Client::new(Instant::now(), cfg, 2);
     let first = client.poll_transmit().expect("allocate");
     let message = Message::decode(&first.payload).expect("decodes");
-    assert!(message.attributes.contains(&Attribute::RequestedAddressFamily(2)));
+    assert!(
+        message
+            .attributes
+            .contains(&Attribute::RequestedAddressFamily(2))
+    );
     let v6: SocketAddr = "[2001:db8::6]:49152".parse().expect("literal");
     let encoded = Message::new(Class::Success, ALLOCATE, message.transaction)
         .with(Attribute::XorRelayedAddress(v6))

@@ -291,7 +291,8 @@ impl Attribute {
                 Attribute::XorRelayedAddress(xor(a, cookie, tid))
             }
             code::CHANNEL_NUMBER => {
-                let [hi, lo, _, _] = <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
+                let [hi, lo, _, _] =
+                    <[u8; 4]>::try_from(value).map_err(|_| bad("length is not 4"))?;
                 Attribute::ChannelNumber(u16::from_be_bytes([hi, lo]))
             }
             code::LIFETIME => Attribute::Lifetime(u32::from_be_bytes(

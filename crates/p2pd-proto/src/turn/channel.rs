@@ -133,7 +133,10 @@ mod tests {
         let mut out = Vec::new();
         encode(0x3fff, b"x", false, &mut out);
         assert_eq!(decode(&out), Err(ChannelError::BadChannel(0x3fff)));
-        assert_eq!(decode(&[0x40, 0x00, 0x00, 0x05, 1]), Err(ChannelError::Truncated));
+        assert_eq!(
+            decode(&[0x40, 0x00, 0x00, 0x05, 1]),
+            Err(ChannelError::Truncated)
+        );
     }
 
     #[test]

@@ -346,7 +346,12 @@ impl Client {
 
     /// Appends to `out` what carries `payload` to `peer` through the
     /// server: ChannelData on a bound channel, else a Send indication.
-    pub fn wrap(&self, peer: SocketAddr, payload: &[u8], out: &mut Vec<u8>) -> Result<(), TurnError> {
+    pub fn wrap(
+        &self,
+        peer: SocketAddr,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), TurnError> {
         if let Some(channel) = self.channels.get(&peer).filter(|c| c.bound) {
             channel::encode(channel.number, payload, self.config.stream, out);
             return Ok(());
