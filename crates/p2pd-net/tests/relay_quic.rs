@@ -11,14 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+mod relay_common;
+
 use p2pd_net::relay::{bridge, quic};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rand::{Rng, SeedableRng};
 
-const SIZE: usize = 10 << 20;
+use relay_common::{SIZE, data, exchange};
 
 /// How the path treats each datagram.
 #[derive(Debug, Clone, Copy)]
@@ -180,25 +181,6 @@ fn path(impairment: Impairment) -> (Arc<End>, Arc<End>, Arc<Mutex<Path>>) {
     (a, b, path)
 }
 
-fn data(seed: u64) -> Vec<u8> {
-    let mut bytes = vec![0u8; SIZE];
-    StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
-    bytes
-}
-
-/// Writes `ours` on `stream`, reads to its end, and returns what came.
-async fn exchange(stream: tokio::net::TcpStream, ours: Vec<u8>) -> Vec<u8> {
-    let (mut read, mut write) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        write.write_all(&ours).await.expect("write");
-        write.shutdown().await.expect("shutdown");
-    });
-    let mut got = Vec::with_capacity(SIZE);
-    read.read_to_end(&mut got).await.expect("read");
-    writer.await.expect("writer");
-    got
-}
-
 async fn both_ways(impairment: Impairment) -> Counts {
     let (a, b, path) = path(impairment);
     let a_addr = a.addr;
@@ -226,8 +208,7 @@ async fn both_ways(impairment: Impairment) -> Counts {
         from_responder == data(2),
         "responder's 10 MB arrived intact and in order"
     );
-    let counts = path.lock().expect("path").counts;
-    counts
+    path.lock().expect("path").counts
 }
 
 #[tokio::test]

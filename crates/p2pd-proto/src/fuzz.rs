@@ -184,6 +184,7 @@ pub fn turn_input(data: &[u8]) {
         family: Family::V4,
         lifetime: Duration::from_secs(600),
         timeout: Duration::from_secs(1),
+        refresh_every: None,
     };
     let mut client = Client::new(now, config, 1);
     let key = long_term_key("u", "r", "p");

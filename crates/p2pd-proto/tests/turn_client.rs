@@ -33,6 +33,7 @@ fn config(password: &str) -> ClientConfig {
         family: Family::V4,
         lifetime: Duration::from_secs(600),
         timeout: Duration::from_secs(3),
+        refresh_every: None,
     }
 }
 
@@ -456,4 +457,20 @@ proptest! {
         }
         p2pd_proto::fuzz::turn_input(&bytes);
     }
+}
+
+#[test]
+fn refresh_every_refreshes_a_long_allocation_often() {
+    let mut server = Server::new();
+    let mut now = Instant::now();
+    let mut cfg = config("test");
+    cfg.refresh_every = Some(Duration::from_secs(5));
+    let mut client = Client::new(now, cfg, 4);
+    let until = now + Duration::from_secs(60);
+    let events = run(&mut client, &mut server, &mut now, until);
+    let refreshes = events
+        .iter()
+        .filter(|e| matches!(e, Event::Refreshed { .. }))
+        .count();
+    assert_eq!(refreshes, 12, "{events:?}");
 }

@@ -68,6 +68,7 @@ pub struct Allocation {
     writer: Option<JoinHandle<()>>,
     relayed: SocketAddr,
     mapped: Option<SocketAddr>,
+    lifetime: Duration,
 }
 
 impl std::fmt::Debug for Allocation {
@@ -137,14 +138,18 @@ impl Allocation {
             writer,
             relayed: server,
             mapped: None,
+            lifetime: Duration::ZERO,
         };
         loop {
             match events.recv().await {
                 Some(Event::Allocated {
-                    relayed, mapped, ..
+                    relayed,
+                    mapped,
+                    lifetime,
                 }) => {
                     allocation.relayed = relayed;
                     allocation.mapped = mapped;
+                    allocation.lifetime = lifetime;
                     allocation.events = events;
                     return Ok(allocation);
                 }
@@ -163,6 +168,11 @@ impl Allocation {
     /// Where the server saw us come from.
     pub fn mapped(&self) -> Option<SocketAddr> {
         self.mapped
+    }
+
+    /// The lifetime the server gave (refreshes renew it).
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
     }
 
     /// The server.

@@ -67,6 +67,10 @@ pub struct ClientConfig {
     pub lifetime: Duration,
     /// Each request gives up after this.
     pub timeout: Duration,
+    /// Refresh at least this often, whatever the lifetime: keeps a NAT's
+    /// mapping to the server open on a quiet allocation (servers such as
+    /// coturn give no lifetime under 10 minutes). `None`: by the lifetime.
+    pub refresh_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -77,6 +81,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("username", &self.username)
             .field("realm", &self.realm)
             .field("family", &self.family)
+            .field("lifetime", &self.lifetime)
+            .field("refresh_every", &self.refresh_every)
             .finish_non_exhaustive()
     }
 }
@@ -517,6 +523,19 @@ impl Client {
         }
     }
 
+    /// When to refresh an allocation of `lifetime`: a minute early for long
+    /// ones, half-way for short ones, and at most `refresh_every` on.
+    fn refresh_after(&self, lifetime: Duration) -> Duration {
+        let by_lifetime = if lifetime > Duration::from_secs(120) {
+            lifetime - Duration::from_secs(60)
+        } else {
+            lifetime / 2
+        };
+        self.config
+            .refresh_every
+            .map_or(by_lifetime, |every| every.min(by_lifetime))
+    }
+
     fn lifetime_secs(&self) -> u32 {
         u32::try_from(self.config.lifetime.as_secs()).unwrap_or(u32::MAX)
     }
@@ -643,7 +662,7 @@ impl Client {
                 self.state = State::Allocated {
                     relayed,
                     expires: now + lifetime,
-                    refresh_at: now + refresh_after(lifetime),
+                    refresh_at: now + self.refresh_after(lifetime),
                 };
                 self.events.push_back(Event::Allocated {
                     relayed,
@@ -661,7 +680,7 @@ impl Client {
                     self.state = State::Allocated {
                         relayed,
                         expires: now + lifetime,
-                        refresh_at: now + refresh_after(lifetime),
+                        refresh_at: now + self.refresh_after(lifetime),
                     };
                     self.events.push_back(Event::Refreshed { lifetime });
                 }
@@ -777,16 +796,6 @@ fn lifetime(message: &Message) -> Duration {
             _ => None,
         })
         .unwrap_or(DEFAULT_LIFETIME)
-}
-
-/// When to refresh an allocation of `lifetime`: a minute early for long
-/// ones, half-way for short ones.
-fn refresh_after(lifetime: Duration) -> Duration {
-    if lifetime > Duration::from_secs(120) {
-        lifetime - Duration::from_secs(60)
-    } else {
-        lifetime / 2
-    }
 }
 
 fn data_indication(message: Message) -> Input<'static> {
