@@ -19,7 +19,7 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use relay_common::{SIZE, data, exchange};
+use relay_common::{data, exchange};
 
 /// How the path treats each datagram.
 #[derive(Debug, Clone, Copy)]
