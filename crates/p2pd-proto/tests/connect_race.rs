@@ -283,17 +283,51 @@ fn an_empty_strategy_list_fails_at_once_with_nothing_tried() {
 }
 
 #[test]
-fn relay_is_not_available_and_the_next_starts_at_once() {
-    let (mut race, t0) = race(&[Relay, Direct], STAGGER_OPEN);
-    let [a, b] = connects(&mut race);
-    race.handle_connect_failed(t0 + MS, a, "connection refused".into());
-    race.handle_connect_failed(t0 + MS, b, "connection refused".into());
-    let tried = tried(&mut race);
+fn relay_waits_for_signaling_then_hands_the_relay_to_the_driver() {
+    let (mut race, t0) = race(&[Relay], STAGGER_OPEN);
+    let [Action::WaitSignaling { attempt }] = actions(&mut race)[..] else {
+        panic!("relay waits for signaling")
+    };
+    race.handle_signaling_ready(t0 + MS, attempt);
+    let [Action::Relay { attempt: relay }] = actions(&mut race)[..] else {
+        panic!("the driver relays")
+    };
+    race.handle_connected(t0 + 2 * MS, relay);
     assert_eq!(
-        tried[0],
-        (Relay, "relay is not available in this version".to_owned())
+        race.poll_outcome(),
+        Some(Outcome::Won {
+            strategy: Relay,
+            attempt: relay
+        })
     );
-    assert_eq!(tried[1].0, Direct);
+}
+
+#[test]
+fn a_relay_that_fails_reports_why_and_one_out_of_time_says_so() {
+    let (mut failing, t0) = race(&[Relay], STAGGER_OPEN);
+    let [Action::WaitSignaling { attempt }] = actions(&mut failing)[..] else {
+        panic!("relay waits for signaling")
+    };
+    failing.handle_signaling_ready(t0 + MS, attempt);
+    let [Action::Relay { attempt: relay }] = actions(&mut failing)[..] else {
+        panic!("the driver relays")
+    };
+    failing.handle_connect_failed(t0 + 2 * MS, relay, "no TURN server is configured".into());
+    assert_eq!(
+        tried(&mut failing),
+        [(Relay, "no TURN server is configured".to_owned())]
+    );
+    let (mut slow, t0) = race(&[Relay], STAGGER_OPEN);
+    let [Action::WaitSignaling { attempt }] = actions(&mut slow)[..] else {
+        panic!("relay waits for signaling")
+    };
+    slow.handle_signaling_ready(t0 + MS, attempt);
+    let _ = actions(&mut slow);
+    let (at, _) = slow.poll_timeout().expect("its budget");
+    slow.handle_timeout(at);
+    let tried = tried(&mut slow);
+    assert_eq!(tried[0].0, Relay);
+    assert!(tried[0].1.starts_with("the relay did not connect within"), "{tried:?}");
 }
 
 #[test]
@@ -622,11 +656,10 @@ mod random_orders {
                 Outcome::Won { strategy: Reverse, attempt } => {
                     prop_assert!(sim.dial_backs.contains(&attempt));
                 }
-                Outcome::Won { strategy: Punch, attempt } => {
+                Outcome::Won { strategy: Punch | Relay, attempt } => {
                     prop_assert!(sim.connects.contains(&attempt));
                     prop_assert!(sim.connected.contains(&attempt));
                 }
-                Outcome::Won { strategy, .. } => prop_assert!(false, "{strategy} cannot win"),
                 Outcome::Failed { .. } => {}
             }
             for &id in sim.connects.iter().chain(&sim.dial_backs) {
@@ -824,7 +857,9 @@ mod random_orders {
             let decided = !self.outcomes.is_empty();
             while let Some(action) = self.race.poll_action() {
                 match action {
-                    Action::Connect { attempt, .. } | Action::Punch { attempt } => {
+                    Action::Connect { attempt, .. }
+                    | Action::Punch { attempt }
+                    | Action::Relay { attempt } => {
                         self.pending.push(attempt);
                         self.connects.push(attempt);
                     }
@@ -858,6 +893,7 @@ mod random_orders {
                         | Action::WaitSignaling { .. }
                         | Action::SendReverse { .. }
                         | Action::Punch { .. }
+                        | Action::Relay { .. }
                 );
                 if decided && starts {
                     self.violations

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::direct::Direct;
 use super::machine::Machine;
-use super::punch::Punch;
+use super::handed::{Handed, Kind};
 use super::reverse::Reverse;
-use super::unavailable::Unavailable;
 use super::{AttemptIds, ReverseToken, Strategy};
 
 /// A started strategy.
@@ -21,10 +20,8 @@ pub(super) enum Child {
     Direct(Direct),
     /// [`Strategy::Reverse`].
     Reverse(Reverse),
-    /// [`Strategy::Punch`].
-    Punch(Punch),
-    /// A strategy this version lacks.
-    Unavailable(Unavailable),
+    /// [`Strategy::Punch`] and [`Strategy::Relay`].
+    Handed(Handed),
 }
 
 /// What every child may start from.
@@ -48,8 +45,8 @@ impl Child {
         match strategy {
             Strategy::Direct => Child::Direct(Direct::new(now, budget, ids, input.candidates)),
             Strategy::Reverse => Child::Reverse(Reverse::new(now, budget, ids, input.token)),
-            Strategy::Punch => Child::Punch(Punch::new(now, budget, ids)),
-            Strategy::Relay => Child::Unavailable(Unavailable::new(strategy)),
+            Strategy::Punch => Child::Handed(Handed::new(Kind::Punch, now, budget, ids)),
+            Strategy::Relay => Child::Handed(Handed::new(Kind::Relay, now, budget, ids)),
         }
     }
 
@@ -58,8 +55,7 @@ impl Child {
         match self {
             Child::Direct(m) => m,
             Child::Reverse(m) => m,
-            Child::Punch(m) => m,
-            Child::Unavailable(m) => m,
+            Child::Handed(m) => m,
         }
     }
 
@@ -68,8 +64,7 @@ impl Child {
         match self {
             Child::Direct(m) => m,
             Child::Reverse(m) => m,
-            Child::Punch(m) => m,
-            Child::Unavailable(m) => m,
+            Child::Handed(m) => m,
         }
     }
 }

@@ -8,7 +8,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::Strategy;
 
 /// Why one strategy of a connect gave up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,9 +50,16 @@ pub enum StrategyError {
         /// The strategy's budget.
         budget: Duration,
     },
-    /// A strategy this version does not implement.
-    #[error("{0} is not available in this version")]
-    NotAvailable(Strategy),
+    /// Relay: relaying failed, and why (no TURN server configured, the
+    /// server refused, the peer refused).
+    #[error("{0}")]
+    Relay(String),
+    /// Relay: still going when its budget ended.
+    #[error("the relay did not connect within {} ms", .budget.as_millis())]
+    NoRelay {
+        /// The strategy's budget.
+        budget: Duration,
+    },
     /// The strategy was still trying when the whole connect's timeout ended.
     #[error("the whole connect timed out")]
     ConnectTimedOut,

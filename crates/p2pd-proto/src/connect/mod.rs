@@ -7,7 +7,7 @@
 //!  ─────────────────                           ──────────────────────────────
 //!  connect results, signaling, dial-backs ──►  handle_*(now, ..) ─► child machines
 //!  sockets, signaling messages          ◄──   poll_action()        direct.rs, reverse.rs,
-//!  sleep until                          ◄──   poll_timeout()       punch.rs, unavailable.rs (relay)
+//!  sleep until                          ◄──   poll_timeout()       handed.rs (punch, relay)
 //!  the connection, or `tried`           ◄──   poll_outcome()
 //! ```
 //!
@@ -44,7 +44,9 @@
 //!             }
 //!             Action::WaitSignaling { attempt } => race.handle_signaling_unavailable(now, attempt),
 //!             Action::SendReverse { attempt, .. } => race.handle_reverse_sent(now, attempt, 0),
-//!             Action::Punch { attempt } => race.handle_connect_failed(now, attempt, "no NAT".into()),
+//!             Action::Punch { attempt } | Action::Relay { attempt } => {
+//!                 race.handle_connect_failed(now, attempt, "not here".into())
+//!             }
 //!             Action::Cancel { .. } | Action::Close { .. } => {}
 //!         }
 //!     }
@@ -67,12 +69,11 @@ pub mod defaults;
 mod direct;
 mod error;
 mod machine;
-mod punch;
+mod handed;
 mod race;
 mod reverse;
 mod strategy;
 mod token;
-mod unavailable;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -162,6 +163,13 @@ pub enum Action {
         /// The punch attempt.
         attempt: AttemptId,
     },
+    /// Relay to the peer through a TURN server (`crate::turn`), then
+    /// report its connection with [`Race::handle_connected`] or why it
+    /// failed with [`Race::handle_connect_failed`].
+    Relay {
+        /// The relay attempt.
+        attempt: AttemptId,
+    },
     /// Stop `attempt` and drop whatever the driver holds for it (a pending
     /// connect, a wait, a registered token). The race asks nothing more
     /// about it.
@@ -185,6 +193,7 @@ impl Action {
             | Action::WaitSignaling { attempt }
             | Action::SendReverse { attempt, .. }
             | Action::Punch { attempt }
+            | Action::Relay { attempt }
             | Action::Cancel { attempt }
             | Action::Close { attempt } => *attempt,
         }

@@ -1,6 +1,7 @@
-//! The punch strategy in the race: wait for signaling, then hand the whole
-//! punch to the driver, which runs its own sans-IO machine
-//! ([`crate::punch::Session`]) and reports one connection or why not.
+//! The strategies the driver runs whole, punch and relay: wait for
+//! signaling, then hand the strategy to the driver, which runs its own
+//! sans-IO machine ([`crate::punch::Session`], [`crate::turn::Client`])
+//! and reports one connection or why not.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -8,12 +9,43 @@ use std::time::{Duration, Instant};
 use super::machine::{Machine, Output};
 use super::{Action, AttemptId, AttemptIds, StrategyError};
 
-/// One punch, from waiting for signaling to its connection.
+/// Which strategy the driver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Punch,
+    Relay,
+}
+
+impl Kind {
+    fn action(self, attempt: AttemptId) -> Action {
+        match self {
+            Kind::Punch => Action::Punch { attempt },
+            Kind::Relay => Action::Relay { attempt },
+        }
+    }
+
+    fn failed(self, reason: String) -> StrategyError {
+        match self {
+            Kind::Punch => StrategyError::Punch(reason),
+            Kind::Relay => StrategyError::Relay(reason),
+        }
+    }
+
+    fn out_of_time(self, budget: Duration) -> StrategyError {
+        match self {
+            Kind::Punch => StrategyError::NoPunch { budget },
+            Kind::Relay => StrategyError::NoRelay { budget },
+        }
+    }
+}
+
+/// One punch or relay, from waiting for signaling to its connection.
 #[derive(Debug)]
-pub(super) struct Punch {
+pub(super) struct Handed {
+    kind: Kind,
     /// The wait for signaling.
     wait: AttemptId,
-    /// The punch itself, whose connection wins.
+    /// The strategy's own attempt, whose connection wins.
     attempt: AttemptId,
     budget: Duration,
     deadline: Instant,
@@ -24,15 +56,16 @@ pub(super) struct Punch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     WaitingSignaling,
-    Punching,
+    Running,
     Done,
 }
 
-impl Punch {
-    pub(super) fn new(now: Instant, budget: Duration, ids: &mut AttemptIds) -> Self {
+impl Handed {
+    pub(super) fn new(kind: Kind, now: Instant, budget: Duration, ids: &mut AttemptIds) -> Self {
         let wait = ids.next();
         let attempt = ids.next();
         Self {
+            kind,
             wait,
             attempt,
             budget,
@@ -47,13 +80,13 @@ impl Punch {
         self.outputs.push_back(Output::Failed(error));
     }
 
-    /// Ends the strategy: the wait is dropped, and the punch too when it
+    /// Ends the strategy: the wait is dropped, and the strategy too when it
     /// is running (it has no connection to hand over).
     fn stop(&mut self) {
         let cancel = match self.state {
             State::Done => return,
             State::WaitingSignaling => [Some(self.wait), None],
-            State::Punching => [Some(self.wait), Some(self.attempt)],
+            State::Running => [Some(self.wait), Some(self.attempt)],
         };
         self.state = State::Done;
         for attempt in cancel.into_iter().flatten() {
@@ -62,7 +95,7 @@ impl Punch {
         }
     }
 
-    /// Ends the strategy when the driver has finished the punch itself.
+    /// Ends the strategy when the driver has finished it.
     fn end(&mut self, verdict: Output) {
         self.state = State::Done;
         self.outputs
@@ -71,7 +104,7 @@ impl Punch {
     }
 }
 
-impl Machine for Punch {
+impl Machine for Handed {
     fn outputs(&mut self) -> &mut VecDeque<Output> {
         &mut self.outputs
     }
@@ -82,19 +115,16 @@ impl Machine for Punch {
         }
         match self.state {
             State::WaitingSignaling => self.fail(StrategyError::NoSignaling),
-            State::Punching => self.fail(StrategyError::NoPunch {
-                budget: self.budget,
-            }),
+            State::Running => self.fail(self.kind.out_of_time(self.budget)),
             State::Done => {}
         }
     }
 
     fn handle_signaling_ready(&mut self, _now: Instant, attempt: AttemptId) {
         if attempt == self.wait && self.state == State::WaitingSignaling {
-            self.state = State::Punching;
-            self.outputs.push_back(Output::Act(Action::Punch {
-                attempt: self.attempt,
-            }));
+            self.state = State::Running;
+            self.outputs
+                .push_back(Output::Act(self.kind.action(self.attempt)));
         }
     }
 
@@ -105,7 +135,7 @@ impl Machine for Punch {
     }
 
     fn handle_connected(&mut self, _now: Instant, attempt: AttemptId) {
-        if attempt == self.attempt && self.state == State::Punching {
+        if attempt == self.attempt && self.state == State::Running {
             self.end(Output::Won(attempt));
         } else {
             self.outputs
@@ -114,8 +144,8 @@ impl Machine for Punch {
     }
 
     fn handle_connect_failed(&mut self, _now: Instant, attempt: AttemptId, reason: String) {
-        if attempt == self.attempt && self.state == State::Punching {
-            self.end(Output::Failed(StrategyError::Punch(reason)));
+        if attempt == self.attempt && self.state == State::Running {
+            self.end(Output::Failed(self.kind.failed(reason)));
         }
     }
 
