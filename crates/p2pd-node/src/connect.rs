@@ -58,7 +58,7 @@ pub struct ConnectError {
 
 /// What the driver's tasks report back to the race.
 enum Event {
-    /// A connect or a punch ended: its connection, or why not.
+    /// A connect, punch or relay ended: its connection, or why not.
     Connected(AttemptId, Result<Pipe, String>),
     Signaling(AttemptId, bool),
     DialBack(Pipe),
@@ -80,6 +80,10 @@ pub(crate) trait Signals {
     /// Punches to `peer` (`crate::node::punch`): the connection, or why
     /// not.
     fn punch(&self, peer: &PeerAddr)
+    -> impl Future<Output = Result<Pipe, String>> + Send + 'static;
+    /// Relays to `peer` through a TURN server (`crate::node::relay`): the
+    /// connection, or why not.
+    fn relay(&self, peer: &PeerAddr)
     -> impl Future<Output = Result<Pipe, String>> + Send + 'static;
 }
 
@@ -232,6 +236,13 @@ impl<'a, S: Signals> Driver<'a, S> {
                 let task = self
                     .tasks
                     .spawn(async move { Event::Connected(attempt, punch.await) });
+                self.running.insert(attempt, task);
+            }
+            Action::Relay { attempt } => {
+                let relay = self.signals.relay(self.peer);
+                let task = self
+                    .tasks
+                    .spawn(async move { Event::Connected(attempt, relay.await) });
                 self.running.insert(attempt, task);
             }
             Action::Cancel { attempt } => {

@@ -187,6 +187,31 @@ pub enum Body {
         /// Why.
         reason: String,
     },
+    /// Relay: the asker's relayed address on its TURN server
+    /// (`crate::turn`); answered by [`Body::RelayAnswer`] or
+    /// [`Body::RelayRefused`] with the same token.
+    Relay {
+        /// 32 hex digits naming this relay; its handshake carries it.
+        token: String,
+        /// The asker's peer address.
+        addr: String,
+        /// Where the asker's allocation relays from.
+        relayed: std::net::SocketAddr,
+    },
+    /// Relay: the answerer's relayed address, permitted to the asker's.
+    RelayAnswer {
+        /// The relay's token.
+        token: String,
+        /// Where the answerer's allocation relays from.
+        relayed: std::net::SocketAddr,
+    },
+    /// Relay: the answerer will not relay, and why.
+    RelayRefused {
+        /// The relay's token.
+        token: String,
+        /// Why.
+        reason: String,
+    },
     /// A liveness probe; no answer is due. (A struct variant, so that
     /// unknown fields are refused: serde ignores them on unit variants.)
     Ping {},
@@ -697,6 +722,33 @@ mod tests {
             let envelope = seal(&alice(), &bob().id(), &original, nonce).expect("seal");
             proptest::prop_assert_eq!(Inbox::new(bob(), START).open(NOW, 0, &envelope), Ok((alice().id(), original)));
         }
+    }
+
+    #[test]
+    fn relay_bodies_carry_relayed_addresses_as_text() {
+        let body = Body::Relay {
+            token: "ab".repeat(16),
+            addr: "p2pd://x".into(),
+            relayed: "198.18.0.6:50000".parse().expect("literal"),
+        };
+        let json = serde_json::to_string(&body).expect("serialises");
+        assert!(
+            json.contains(r#""type":"relay""#) && json.contains(r#""relayed":"198.18.0.6:50000""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Body>(&json).expect("parses"), body);
+        let answer = r#"{"type":"relay-answer","token":"t","relayed":"[2001:db8::6]:3"}"#;
+        assert!(matches!(
+            serde_json::from_str::<Body>(answer),
+            Ok(Body::RelayAnswer { .. })
+        ));
+        let extra = r#"{"type":"relay-refused","token":"t","reason":"r","x":1}"#;
+        assert!(
+            serde_json::from_str::<Body>(extra).is_err(),
+            "unknown fields are refused"
+        );
+        let bad = r#"{"type":"relay-answer","token":"t","relayed":"not an address"}"#;
+        assert!(serde_json::from_str::<Body>(bad).is_err());
     }
 
     #[test]

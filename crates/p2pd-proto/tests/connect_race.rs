@@ -327,7 +327,10 @@ fn a_relay_that_fails_reports_why_and_one_out_of_time_says_so() {
     slow.handle_timeout(at);
     let tried = tried(&mut slow);
     assert_eq!(tried[0].0, Relay);
-    assert!(tried[0].1.starts_with("the relay did not connect within"), "{tried:?}");
+    assert!(
+        tried[0].1.starts_with("the relay did not connect within"),
+        "{tried:?}"
+    );
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub mod quic;
 pub mod socket;
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
 
 pub use allocation::Allocation;
 pub use socket::RelaySocket;
@@ -49,4 +52,54 @@ pub enum RelayError {
     /// The QUIC connection over the relay failed.
     #[error("QUIC over the relay: {0}")]
     Quic(String),
+}
+
+/// After a relayed stream ends, how long its close frame and the deletion
+/// of its allocation may take.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+
+/// The relayed stream to `peer`'s relayed address (bound on `allocation`)
+/// as a TCP stream: QUIC as the client, its one stream spliced on. The
+/// allocation lives as long as the stream, and is deleted after.
+pub async fn open_stream(
+    mut allocation: Allocation,
+    peer: SocketAddr,
+) -> Result<TcpStream, RelayError> {
+    let socket = allocation.socket().ok_or(RelayError::Closed {
+        server: allocation.server(),
+    })?;
+    let endpoint = quic::client(socket)?;
+    let (connection, send, recv) = quic::open(&endpoint, peer).await?;
+    splice(connection, (send, recv), endpoint, allocation).await
+}
+
+/// [`open_stream`] for the answering side: QUIC as the server, taking the
+/// connection from `peer` alone. Datagrams that came before this call
+/// wait for it.
+pub async fn accept_stream(
+    mut allocation: Allocation,
+    peer: SocketAddr,
+) -> Result<TcpStream, RelayError> {
+    let socket = allocation.socket().ok_or(RelayError::Closed {
+        server: allocation.server(),
+    })?;
+    let endpoint = quic::server(socket)?;
+    let (connection, send, recv) = quic::accept(&endpoint, peer).await?;
+    splice(connection, (send, recv), endpoint, allocation).await
+}
+
+async fn splice(
+    connection: quinn::Connection,
+    streams: (quinn::SendStream, quinn::RecvStream),
+    endpoint: quinn::Endpoint,
+    allocation: Allocation,
+) -> Result<TcpStream, RelayError> {
+    let closed = |(endpoint, allocation): (quinn::Endpoint, Allocation)| async move {
+        // The close frame goes out before the allocation goes.
+        let _ = tokio::time::timeout(CLOSE_LIMIT, endpoint.wait_idle()).await;
+        allocation.close(CLOSE_LIMIT).await;
+    };
+    bridge::splice(connection, streams, (endpoint, allocation), closed)
+        .await
+        .map_err(|e| RelayError::Quic(format!("splicing the stream: {e}")))
 }

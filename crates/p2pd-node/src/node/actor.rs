@@ -22,6 +22,7 @@ use super::command::Command;
 use super::dialback::{Admission, Answered, DialBack, Here, dialable, is_offline};
 use super::limits::Keyed;
 use super::punch;
+use super::relay::{self, Answer as RelayAnswer};
 use super::{DISCOVERY_LIMIT, Shared, Status, inbound};
 use crate::candidates::{Candidates, Reflexive};
 use crate::discovery;
@@ -46,6 +47,37 @@ pub(crate) struct Parts {
 /// ports for at most [`punch::PUNCH_LIMIT`].
 const MAX_PUNCHES: usize = 8;
 const MAX_PUNCHES_PER_PEER: usize = 2;
+/// Relays a node answers at once, in all and per asker: each holds an
+/// allocation on our TURN server for at most [`relay::RELAY_LIMIT`] until
+/// its connection is made.
+const MAX_RELAYS: usize = 8;
+const MAX_RELAYS_PER_PEER: usize = 2;
+
+/// Strategies of ours waiting for the peer's answer over signaling, by
+/// token: only the peer asked may answer.
+type Waiting<M> = HashMap<ReverseToken, (NodeId, mpsc::Sender<M>)>;
+
+/// Answers for a strategy started on one request: in all, and per asker.
+struct Slots {
+    all: Arc<tokio::sync::Semaphore>,
+    per_peer: Keyed<NodeId>,
+}
+
+impl Slots {
+    fn new(all: usize, per_peer: usize) -> Self {
+        Self {
+            all: Arc::new(tokio::sync::Semaphore::new(all)),
+            per_peer: Keyed::new(per_peer),
+        }
+    }
+
+    /// Both permits for one more answer to `from`, or `None` when full.
+    fn take(&mut self, from: NodeId) -> Option<impl Send + 'static> {
+        self.per_peer
+            .acquire(from)
+            .zip(self.all.clone().try_acquire_owned().ok())
+    }
+}
 
 pub(crate) struct Actor {
     parts: Parts,
@@ -53,10 +85,11 @@ pub(crate) struct Actor {
     /// Our reverse requests waiting for their connection.
     pending: HashMap<ReverseToken, (NodeId, oneshot::Sender<Pipe>)>,
     /// Our punches waiting for the peer's answer.
-    punches: HashMap<ReverseToken, (NodeId, mpsc::Sender<PunchMessage>)>,
-    /// Punches answered at once, in all and per asker.
-    punch_slots: Arc<tokio::sync::Semaphore>,
-    punch_per_peer: Keyed<NodeId>,
+    punches: Waiting<PunchMessage>,
+    punch_slots: Slots,
+    /// Our relays waiting for the peer's answer.
+    relays: Waiting<RelayAnswer>,
+    relay_slots: Slots,
     admission: Admission,
     /// Tokens dialled back lately, and when: an asker resends its request,
     /// and every copy after the first is answered by the first dial-back.
@@ -68,6 +101,60 @@ pub(crate) struct Actor {
     stop: CancellationToken,
 }
 
+/// Registers a strategy of ours that waits for `peer`'s answer; those whose
+/// connect has given up are forgotten here.
+fn await_answer<M>(
+    waiting: &mut Waiting<M>,
+    token: ReverseToken,
+    peer: NodeId,
+    reply: mpsc::Sender<M>,
+) {
+    waiting.retain(|_, (_, w)| !w.is_closed());
+    waiting.insert(token, (peer, reply));
+}
+
+/// Hands `from`'s answer to the strategy of ours its token names.
+fn answer<M>(waiting: &Waiting<M>, from: NodeId, token: &str, message: M) {
+    let Ok(token) = token.parse::<ReverseToken>() else {
+        return;
+    };
+    match waiting.get(&token) {
+        Some((peer, w)) if *peer == from => {
+            let _ = w.try_send(message);
+        }
+        _ => tracing::debug!(%from, "an answer for nothing of ours"),
+    }
+}
+
+/// Runs an answer to `from`'s request (a punch, a relay) holding its
+/// permits, then serves the connection it made until it closes or the
+/// node stops.
+fn serve_answered(
+    from: NodeId,
+    what: &'static str,
+    permits: impl Send + 'static,
+    answered: impl std::future::Future<Output = Result<Pipe, String>> + Send + 'static,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let _permits = permits;
+        let pipe = tokio::select! {
+            () = stop.cancelled() => return,
+            pipe = answered => pipe,
+        };
+        match pipe {
+            Ok(pipe) => {
+                tracing::info!(to = %from, local = %pipe.local_addr(), "{what}");
+                tokio::select! {
+                    () = stop.cancelled() => pipe.close().await,
+                    () = pipe.closed() => {}
+                }
+            }
+            Err(err) => tracing::debug!(%from, %err, "{what}: failed"),
+        }
+    });
+}
+
 impl Actor {
     pub(crate) fn new(parts: Parts) -> Self {
         let inbox = Inbox::new(parts.shared.identity.clone(), unix_ms());
@@ -76,8 +163,9 @@ impl Actor {
             inbox,
             pending: HashMap::new(),
             punches: HashMap::new(),
-            punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
-            punch_per_peer: Keyed::new(MAX_PUNCHES_PER_PEER),
+            punch_slots: Slots::new(MAX_PUNCHES, MAX_PUNCHES_PER_PEER),
+            relays: HashMap::new(),
+            relay_slots: Slots::new(MAX_RELAYS, MAX_RELAYS_PER_PEER),
             admission: Admission::new(),
             answered: Answered::default(),
             delta_gate: DeltaSeriesGate::default(),
@@ -129,8 +217,10 @@ impl Actor {
                 self.pending.insert(token, (peer, reply));
             }
             Command::AwaitPunch { token, peer, reply } => {
-                self.punches.retain(|_, (_, waiting)| !waiting.is_closed());
-                self.punches.insert(token, (peer, reply));
+                await_answer(&mut self.punches, token, peer, reply)
+            }
+            Command::AwaitRelay { token, peer, reply } => {
+                await_answer(&mut self.relays, token, peer, reply)
             }
             Command::Claim {
                 token,
@@ -210,9 +300,30 @@ impl Actor {
                 token,
                 offer,
                 meet_ms,
-            } => self.on_punch_answer(from, &token, PunchMessage::Answer { offer, meet_ms }),
+            } => answer(
+                &self.punches,
+                from,
+                &token,
+                PunchMessage::Answer { offer, meet_ms },
+            ),
             Body::PunchRefused { token, reason } => {
-                self.on_punch_answer(from, &token, PunchMessage::Refused { reason });
+                answer(
+                    &self.punches,
+                    from,
+                    &token,
+                    PunchMessage::Refused { reason },
+                );
+            }
+            Body::Relay {
+                token,
+                addr,
+                relayed,
+            } => self.on_relay(from, &token, &addr, relayed),
+            Body::RelayAnswer { token, relayed } => {
+                answer(&self.relays, from, &token, RelayAnswer::Relayed(relayed));
+            }
+            Body::RelayRefused { token, reason } => {
+                answer(&self.relays, from, &token, RelayAnswer::Refused(reason));
             }
             _ => tracing::debug!(%from, "unknown signal"),
         }
@@ -278,19 +389,6 @@ impl Actor {
         tokio::spawn(dial_back.run());
     }
 
-    /// The peer's answer to a punch of ours.
-    fn on_punch_answer(&mut self, from: NodeId, token: &str, message: PunchMessage) {
-        let Ok(token) = token.parse::<ReverseToken>() else {
-            return;
-        };
-        match self.punches.get(&token) {
-            Some((peer, waiting)) if *peer == from => {
-                let _ = waiting.try_send(message);
-            }
-            _ => tracing::debug!(%from, "punch answer for no punch of ours"),
-        }
-    }
-
     /// A punch request: answer it, if its address is the asker's own, its
     /// offer aims at that address, and the punch limits allow it.
     fn on_punch(&mut self, from: NodeId, token: &str, addr: &str, request: PunchMessage) {
@@ -310,36 +408,47 @@ impl Actor {
             tracing::debug!(%from, "punch request refused");
             return;
         }
-        let permits = self
-            .punch_per_peer
-            .acquire(from)
-            .zip(self.punch_slots.clone().try_acquire_owned().ok());
-        let Some(permits) = permits else {
+        let Some(permits) = self.punch_slots.take(from) else {
             tracing::debug!(%from, "punch refused: too many");
             return;
         };
         let shared = self.parts.shared.clone();
         let clock = self.parts.status.borrow().clock;
         let hooks = shared.hooks.subscribe();
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            let _permits = permits;
-            let answered = punch::respond(&shared, &ours, &asker, token, clock, request, hooks);
-            let pipe = tokio::select! {
-                () = stop.cancelled() => return,
-                pipe = answered => pipe,
-            };
-            match pipe {
-                Ok(pipe) => {
-                    tracing::info!(to = %from, local = %pipe.local_addr(), "punched");
-                    tokio::select! {
-                        () = stop.cancelled() => pipe.close().await,
-                        () = pipe.closed() => {}
-                    }
-                }
-                Err(err) => tracing::debug!(%from, %err, "punch failed"),
-            }
-        });
+        let answered = async move {
+            punch::respond(&shared, &ours, &asker, token, clock, request, hooks)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        serve_answered(from, "punched", permits, answered, self.stop.clone());
+    }
+
+    /// A relay request: answer it, if its address is the signer's own and
+    /// the relay limits allow it. The answer costs an allocation on our
+    /// TURN server; it sends nothing to the asker's relayed address but
+    /// QUIC answers.
+    fn on_relay(&mut self, from: NodeId, token: &str, addr: &str, theirs: std::net::SocketAddr) {
+        let (Ok(asker), Ok(token)) = (addr.parse::<PeerAddr>(), token.parse::<ReverseToken>())
+        else {
+            tracing::debug!(%from, "relay request malformed");
+            return;
+        };
+        if asker.node_id != from {
+            tracing::debug!(%from, "relay request refused: not the signer's address");
+            return;
+        }
+        let Some(permits) = self.relay_slots.take(from) else {
+            tracing::debug!(%from, "relay refused: too many");
+            return;
+        };
+        let shared = self.parts.shared.clone();
+        let hooks = shared.hooks.subscribe();
+        let answered = async move {
+            relay::respond(&shared, &asker, token, theirs, hooks)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        serve_answered(from, "relayed", permits, answered, self.stop.clone());
     }
 
     async fn retry_binds(&mut self) {

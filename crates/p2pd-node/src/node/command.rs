@@ -25,6 +25,13 @@ pub(crate) enum Command {
         peer: NodeId,
         reply: mpsc::Sender<p2pd_proto::punch::Message>,
     },
+    /// Remember a relay of ours with `peer`; its answer goes to `reply`
+    /// (until it is dropped).
+    AwaitRelay {
+        token: ReverseToken,
+        peer: NodeId,
+        reply: mpsc::Sender<super::relay::Answer>,
+    },
     /// An accepted connection's handshake, proven to come from `from`,
     /// carried a reverse token: if it answers one of our requests to that
     /// peer, hand it over and say so.

@@ -20,6 +20,7 @@ mod dialback;
 mod inbound;
 mod limits;
 mod punch;
+mod relay;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -446,6 +447,14 @@ impl Signals for Node {
         let (node, peer) = (self.clone(), peer.clone());
         async move { node.punch_to(&peer).await }
     }
+
+    fn relay(
+        &self,
+        peer: &PeerAddr,
+    ) -> impl Future<Output = Result<Pipe, String>> + Send + 'static {
+        let (node, peer) = (self.clone(), peer.clone());
+        async move { node.relay_to(&peer).await }
+    }
 }
 
 impl Node {
@@ -474,5 +483,26 @@ impl Node {
         )
         .await
         .map_err(|e| e.to_string())
+    }
+
+    /// Relays to `peer` as the initiator (see `relay`).
+    async fn relay_to(&self, peer: &PeerAddr) -> Result<Pipe, String> {
+        if self.shared.config.turn_servers.is_empty() {
+            return Err(relay::RelayFailed::NoServer.to_string());
+        }
+        let token = ReverseToken::from_random(rand::random());
+        let (reply, inbox) = mpsc::channel(2);
+        let command = Command::AwaitRelay {
+            token,
+            peer: peer.node_id,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| relay::RelayFailed::Closed.to_string())?;
+        relay::initiate(&self.shared, &self.addr(), peer, (token, inbox))
+            .await
+            .map_err(|e| e.to_string())
     }
 }

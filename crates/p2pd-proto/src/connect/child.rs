@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::direct::Direct;
-use super::machine::Machine;
 use super::handed::{Handed, Kind};
+use super::machine::Machine;
 use super::reverse::Reverse;
 use super::{AttemptIds, ReverseToken, Strategy};
 

@@ -8,7 +8,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-
 /// Why one strategy of a connect gave up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -1,0 +1,203 @@
+//! Relaying as a node does it, for either side: an allocation on a TURN
+//! server from the config, the relayed addresses exchanged over signaling,
+//! a channel to the peer's, QUIC between the two allocations, and the
+//! connection handshake on its stream, which then becomes a pipe like any
+//! other (`p2pd_net::relay` has the layers).
+//!
+//! ```text
+//!  asker                                   answerer
+//!  allocate ─── relay{relayed A} ──────▶   allocate, bind A
+//!  bind B   ◀── relay-answer{relayed B} ─  QUIC server on B
+//!  QUIC to B, open the stream, handshake ▶ accept from A, greet: the asker's key and token?
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use p2pd_net::handshake::{self, Asking};
+use p2pd_net::pipe::{Pipe, PipeConfig};
+use p2pd_net::relay::{self, Allocation, RelayError};
+use p2pd_proto::addr::PeerAddr;
+use p2pd_proto::connect::ReverseToken;
+use p2pd_proto::signal::Body;
+use p2pd_proto::turn::{ClientConfig, Family};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, timeout_at};
+
+use super::Shared;
+use super::inbound::{self, Hooks};
+use crate::servers::{TurnServer, TurnTransport};
+
+/// A relay ends within this, whatever the strategy's budget.
+pub(crate) const RELAY_LIMIT: Duration = Duration::from_secs(8);
+/// Each TURN request gives up after this.
+const TURN_TIMEOUT: Duration = Duration::from_secs(3);
+/// The allocation lifetime asked for (RFC 8656's default).
+const LIFETIME: Duration = Duration::from_secs(600);
+/// The port of a TURN server whose address names none.
+const TURN_PORT: u16 = 3478;
+
+/// The peer's answer to our relay request.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// Its relayed address.
+    Relayed(SocketAddr),
+    /// It will not relay, and why.
+    Refused(String),
+}
+
+/// Why a relay failed; the text reaches `tried`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayFailed {
+    #[error("no TURN server is configured")]
+    NoServer,
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    #[error("the peer refused to relay: {0}")]
+    PeerRefused(String),
+    #[error("the peer did not answer the relay request within {} ms", .0.as_millis())]
+    NoAnswer(Duration),
+    #[error("not the peer: {0}")]
+    NotThePeer(String),
+    #[error("the node is closed")]
+    Closed,
+}
+
+/// A relay ends within the strategy's budget, and within [`RELAY_LIMIT`].
+pub(crate) fn limit(shared: &Shared) -> Duration {
+    shared.config.connect.budgets.relay.min(RELAY_LIMIT)
+}
+
+/// Relays to `peer` as the initiator: registered with the actor under
+/// `token`, whose answer arrives on `inbox`.
+pub(crate) async fn initiate(
+    shared: &Shared,
+    ours: &PeerAddr,
+    peer: &PeerAddr,
+    (token, mut inbox): (ReverseToken, mpsc::Receiver<Answer>),
+) -> Result<Pipe, RelayFailed> {
+    let limit = limit(shared);
+    let deadline = Instant::now() + limit;
+    let mut allocation = allocate(shared, Family::V4).await?;
+    let body = Body::Relay {
+        token: token.to_string(),
+        addr: ours.to_string(),
+        relayed: allocation.relayed(),
+    };
+    shared.send_signal(peer, body);
+    let theirs = match timeout_at(deadline, inbox.recv()).await {
+        Ok(Some(Answer::Relayed(theirs))) => theirs,
+        Ok(Some(Answer::Refused(reason))) => return Err(RelayFailed::PeerRefused(reason)),
+        Ok(None) => return Err(RelayFailed::Closed),
+        Err(_) => return Err(RelayFailed::NoAnswer(limit)),
+    };
+    allocation.bind(theirs).await?;
+    let mut stream = timeout_at(deadline, relay::open_stream(allocation, theirs))
+        .await
+        .map_err(|_| RelayFailed::NoAnswer(limit))??;
+    let asking = Asking {
+        encrypt: shared.config.connect.encrypt,
+        token: Some(token),
+        limit: deadline.saturating_duration_since(Instant::now()),
+    };
+    let layer = handshake::initiate(&mut stream, &shared.identity, &peer.node_id, asking)
+        .await
+        .map_err(|e| RelayFailed::NotThePeer(e.to_string()))?;
+    Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, |_| {})
+        .map_err(|e| RelayFailed::NotThePeer(e.to_string()))
+}
+
+/// Answers `asker`'s relay request (its allocation relays from
+/// `theirs`): the relayed connection, set up to be served as a remote
+/// peer's, or why not (a refusal has been sent back).
+pub(crate) async fn respond(
+    shared: &Shared,
+    asker: &PeerAddr,
+    token: ReverseToken,
+    theirs: SocketAddr,
+    hooks: watch::Receiver<Hooks>,
+) -> Result<Pipe, RelayFailed> {
+    let refuse = |err: RelayFailed| {
+        let body = Body::RelayRefused {
+            token: token.to_string(),
+            reason: err.to_string(),
+        };
+        shared.send_signal(asker, body);
+        err
+    };
+    let deadline = Instant::now() + limit(shared);
+    let family = if theirs.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    };
+    let mut allocation = allocate(shared, family).await.map_err(refuse)?;
+    allocation
+        .bind(theirs)
+        .await
+        .map_err(|e| refuse(e.into()))?;
+    let body = Body::RelayAnswer {
+        token: token.to_string(),
+        relayed: allocation.relayed(),
+    };
+    shared.send_signal(asker, body);
+    let stream = timeout_at(deadline, relay::accept_stream(allocation, theirs))
+        .await
+        .map_err(|_| RelayFailed::NoAnswer(limit(shared)))??;
+    let greeted = timeout_at(deadline, shared.acceptor.greet(stream)).await;
+    let Ok(Some((stream, layer))) = greeted else {
+        return Err(RelayFailed::NotThePeer("no handshake".to_owned()));
+    };
+    let proved = layer
+        .peer
+        .as_ref()
+        .is_some_and(|p| p.id == asker.node_id && p.token == Some(token));
+    if !proved {
+        return Err(RelayFailed::NotThePeer(
+            "the connection did not prove the asker's key and token".to_owned(),
+        ));
+    }
+    // Served from its first message on: the asker may send at once.
+    Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, |pipe: &Pipe| {
+        inbound::serve_all(pipe, hooks)
+    })
+    .map_err(|e| RelayFailed::NotThePeer(e.to_string()))
+}
+
+/// An allocation on the first configured server that grants one; the last
+/// server's error when none does.
+async fn allocate(shared: &Shared, family: Family) -> Result<Allocation, RelayFailed> {
+    let mut last = RelayFailed::NoServer;
+    for server in &shared.config.turn_servers {
+        let Some(addr) = resolve(server).await else {
+            continue;
+        };
+        match Allocation::open(client_config(server, addr, family)).await {
+            Ok(allocation) => return Ok(allocation),
+            Err(err) => {
+                tracing::debug!(%err, server = %addr, "no allocation");
+                last = err.into();
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn resolve(server: &TurnServer) -> Option<SocketAddr> {
+    let found = crate::servers::resolve(std::slice::from_ref(&server.address), TURN_PORT, "TURN");
+    found.await.into_iter().next()
+}
+
+fn client_config(server: &TurnServer, addr: SocketAddr, family: Family) -> ClientConfig {
+    ClientConfig {
+        server: addr,
+        stream: server.transport == TurnTransport::Tcp,
+        username: server.username.clone(),
+        password: server.password.clone(),
+        realm: server.realm.clone(),
+        family,
+        lifetime: LIFETIME,
+        timeout: TURN_TIMEOUT,
+        refresh_every: None,
+    }
+}
