@@ -303,6 +303,21 @@ fn relay_waits_for_signaling_then_hands_the_relay_to_the_driver() {
 }
 
 #[test]
+fn relay_starts_after_a_long_head_start_or_when_the_others_failed() {
+    let (mut race, t0) = race(&[Direct, Relay], STAGGER_NATTED);
+    let [a, b] = connects(&mut race);
+    let (at, _) = race.poll_timeout().expect("a head start");
+    assert_eq!(at - t0, p2pd_proto::connect::defaults::RELAY_HEAD_START);
+    race.handle_connect_failed(t0 + 5 * MS, a, "connection refused".into());
+    assert_eq!(actions(&mut race), []);
+    race.handle_connect_failed(t0 + 5 * MS, b, "connection refused".into());
+    assert!(
+        matches!(actions(&mut race)[..], [Action::WaitSignaling { .. }]),
+        "relay starts as soon as direct has failed"
+    );
+}
+
+#[test]
 fn a_relay_that_fails_reports_why_and_one_out_of_time_says_so() {
     let (mut failing, t0) = race(&[Relay], STAGGER_OPEN);
     let [Action::WaitSignaling { attempt }] = actions(&mut failing)[..] else {

@@ -4,20 +4,21 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use p2pd_proto::turn::channel;
 use p2pd_proto::turn::{Client, ClientConfig, Event, Input, TurnError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::RelayError;
+use super::shared::{Datagram, Link, Shared};
 use super::socket::RelaySocket;
 use crate::bind::{self, BindOptions};
 
@@ -28,35 +29,6 @@ const INCOMING_DEPTH: usize = 4096;
 const OUTGOING_DEPTH: usize = 4096;
 /// Socket buffers of the UDP link: a transport's bursts fit.
 const UDP_BUFFER: usize = 4 << 20;
-
-/// A datagram from a peer, through the relay.
-pub(super) type Datagram = (SocketAddr, Bytes);
-
-/// What the driver task and the socket above share.
-pub(super) struct Shared {
-    client: Mutex<Client>,
-    pub(super) link: Link,
-    pub(super) server: SocketAddr,
-    /// Wakes the driver: a request was queued outside it.
-    poke: Notify,
-}
-
-/// How bytes reach the server.
-pub(super) enum Link {
-    Udp(UdpSocket),
-    /// Frames for the TCP writer task.
-    Stream(mpsc::Sender<Vec<u8>>),
-}
-
-impl Shared {
-    pub(super) fn client(&self) -> MutexGuard<'_, Client> {
-        // A panic while the lock is held leaves a client still consistent
-        // between calls; go on with it.
-        self.client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
 
 /// An allocation on a TURN server: where peers reach us, and the channels
 /// to them.

@@ -16,6 +16,7 @@
 pub mod allocation;
 pub mod bridge;
 pub mod quic;
+mod shared;
 pub mod socket;
 
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::sync::mpsc;
 
-use super::allocation::{Datagram, Link, Shared};
+use super::shared::{Datagram, Link, Shared};
 
 /// The relayed path as a datagram socket (see the module docs).
 pub struct RelaySocket {

@@ -18,11 +18,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::binds::{self, Binds};
-use super::command::Command;
+use super::command::{Command, RelayAnswer};
 use super::dialback::{Admission, Answered, DialBack, Here, dialable, is_offline};
 use super::limits::Keyed;
 use super::punch;
-use super::relay::{self, Answer as RelayAnswer};
+use super::relay;
 use super::{DISCOVERY_LIMIT, Shared, Status, inbound};
 use crate::candidates::{Candidates, Reflexive};
 use crate::discovery;

@@ -2,6 +2,8 @@
 //! own tasks ask of the task that owns the node's state. Its own module, so
 //! those senders need not import the actor.
 
+use std::net::SocketAddr;
+
 use p2pd_net::pipe::Pipe;
 use p2pd_proto::addr::NodeId;
 use p2pd_proto::connect::ReverseToken;
@@ -30,7 +32,7 @@ pub(crate) enum Command {
     AwaitRelay {
         token: ReverseToken,
         peer: NodeId,
-        reply: mpsc::Sender<super::relay::Answer>,
+        reply: mpsc::Sender<RelayAnswer>,
     },
     /// An accepted connection's handshake, proven to come from `from`,
     /// carried a reverse token: if it answers one of our requests to that
@@ -51,4 +53,13 @@ pub(crate) enum Command {
     Clock(crate::clock::Clock),
     /// Stop everything; `done` is answered once the servers are closed.
     Close { done: oneshot::Sender<()> },
+}
+
+/// The peer's answer to one of our relay requests.
+#[derive(Debug)]
+pub(crate) enum RelayAnswer {
+    /// Its relayed address.
+    Relayed(SocketAddr),
+    /// It will not relay, and why.
+    Refused(String),
 }

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 
 use super::Shared;
+use super::command::RelayAnswer;
 use super::inbound::{self, Hooks};
 use crate::servers::{TurnServer, TurnTransport};
 
@@ -36,15 +37,6 @@ const TURN_TIMEOUT: Duration = Duration::from_secs(3);
 const LIFETIME: Duration = Duration::from_secs(600);
 /// The port of a TURN server whose address names none.
 const TURN_PORT: u16 = 3478;
-
-/// The peer's answer to our relay request.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    /// Its relayed address.
-    Relayed(SocketAddr),
-    /// It will not relay, and why.
-    Refused(String),
-}
 
 /// Why a relay failed; the text reaches `tried`.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +66,7 @@ pub(crate) async fn initiate(
     shared: &Shared,
     ours: &PeerAddr,
     peer: &PeerAddr,
-    (token, mut inbox): (ReverseToken, mpsc::Receiver<Answer>),
+    (token, mut inbox): (ReverseToken, mpsc::Receiver<RelayAnswer>),
 ) -> Result<Pipe, RelayFailed> {
     let limit = limit(shared);
     let deadline = Instant::now() + limit;
@@ -86,8 +78,8 @@ pub(crate) async fn initiate(
     };
     shared.send_signal(peer, body);
     let theirs = match timeout_at(deadline, inbox.recv()).await {
-        Ok(Some(Answer::Relayed(theirs))) => theirs,
-        Ok(Some(Answer::Refused(reason))) => return Err(RelayFailed::PeerRefused(reason)),
+        Ok(Some(RelayAnswer::Relayed(theirs))) => theirs,
+        Ok(Some(RelayAnswer::Refused(reason))) => return Err(RelayFailed::PeerRefused(reason)),
         Ok(None) => return Err(RelayFailed::Closed),
         Err(_) => return Err(RelayFailed::NoAnswer(limit)),
     };

@@ -12,3 +12,9 @@ pub const STAGGER_OPEN: Duration = Duration::from_millis(250);
 /// would make every NATed connect slow; 2 ms still lets a same-LAN direct
 /// connect win before a signaling message is spent.
 pub const STAGGER_NATTED: Duration = Duration::from_millis(2);
+
+/// Head start of the strategies before relay: a relay is slower than a
+/// direct path and costs the TURN server's bandwidth, so it starts only
+/// when every earlier strategy has failed or after this. A punch takes a
+/// few round trips (30 ms in the lab), well within it.
+pub const RELAY_HEAD_START: Duration = Duration::from_millis(1000);

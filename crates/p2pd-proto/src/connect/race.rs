@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::child::{Child, StartInput};
+use super::defaults::RELAY_HEAD_START;
 use super::machine::Output;
 use super::{
     Action, AttemptId, AttemptIds, Budgets, Outcome, Reason, ReverseToken, Strategy, StrategyError,
@@ -29,7 +30,8 @@ pub struct RaceConfig {
 ///
 /// The first strategy starts at once. Each next one starts when every
 /// running one has failed, or when the last one started has had
-/// [`RaceConfig::stagger`] to itself, whichever comes first. Each gives up
+/// [`RaceConfig::stagger`] to itself (before relay: at least
+/// [`RELAY_HEAD_START`]), whichever comes first. Each gives up
 /// within its own budget, and the whole race at [`RaceConfig::overall`],
 /// reporting every strategy still running as
 /// [`StrategyError::ConnectTimedOut`]. The first connection wins: every
@@ -133,8 +135,7 @@ impl Race {
             self.time_out();
             return;
         }
-        if self.next < self.config.strategies.len() && now >= self.last_start + self.config.stagger
-        {
+        if self.next_start().is_some_and(|at| now >= at) {
             self.start_next(now);
         }
         self.settle(now);
@@ -242,8 +243,7 @@ impl Race {
             return None;
         }
         let overall = std::iter::once((self.deadline, Reason::Overall));
-        let head_start = (self.next < self.config.strategies.len())
-            .then_some((self.last_start + self.config.stagger, Reason::HeadStart));
+        let head_start = self.next_start().map(|at| (at, Reason::HeadStart));
         let budgets = self.slots.iter().filter(|s| s.running).filter_map(|s| {
             let at = s.child.machine_ref().poll_timeout()?;
             Some((at, Reason::Budget(s.strategy)))
@@ -300,6 +300,19 @@ impl Race {
             }
             self.start_next(now);
         }
+    }
+
+    /// When the next strategy starts unless those running fail first:
+    /// relay, the slowest and the one that costs a server, leaves the
+    /// others [`RELAY_HEAD_START`] at least.
+    fn next_start(&self) -> Option<Instant> {
+        let next = *self.config.strategies.get(self.next)?;
+        let head_start = if next == Strategy::Relay {
+            self.config.stagger.max(RELAY_HEAD_START)
+        } else {
+            self.config.stagger
+        };
+        Some(self.last_start + head_start)
     }
 
     fn start_next(&mut self, now: Instant) {
