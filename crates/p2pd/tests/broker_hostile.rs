@@ -37,8 +37,12 @@ fn a_client_that_vanishes_mid_acknowledgement_leaves_the_broker_serving() {
     for round in 0..3 {
         // Persistent session, a shared subscription and a plain one at
         // QoS 1, then gone without PUBACK: what killed rumqttd's router.
+        // A topic per round: a late "y" of the round before (its publisher
+        // need not wait for PUBACK) never reaches this round's victim.
+        let topic = format!("t{round}");
+        let shared = format!("$share/g/{topic}");
         let mut victim = Raw::connect(port, "victim-sub", false);
-        let codes = victim.subscribe(&["$share/g/t", "t"], QoS::AtLeastOnce);
+        let codes = victim.subscribe(&[&shared, &topic], QoS::AtLeastOnce);
         assert_eq!(
             codes,
             vec![
@@ -47,10 +51,10 @@ fn a_client_that_vanishes_mid_acknowledgement_leaves_the_broker_serving() {
             ]
         );
         let mut publisher = Raw::connect(port, "pub", true);
-        publisher.publish("t", QoS::AtLeastOnce, false, b"x");
+        publisher.publish(&topic, QoS::AtLeastOnce, false, b"x");
         assert_eq!(victim.next_message().as_deref(), Some(&b"x"[..]));
         drop(victim);
-        publisher.publish("t", QoS::AtLeastOnce, false, b"y");
+        publisher.publish(&topic, QoS::AtLeastOnce, false, b"y");
         still_routes(&mut broker, port, &format!("vanish{round}"));
     }
 }

@@ -4,13 +4,17 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod bulk;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use p2pd_lab::topology::{BROKER1_V4, BROKER2_V4, NTP_V4, STUN_ALT_V4, STUN_V4};
-use p2pd_lab::{Lab, LabSpec};
+use p2pd_lab::topology::{
+    BROKER1_V4, BROKER2_V4, NTP_V4, STUN_ALT_V4, STUN_V4, TURN_PORT, TURN_USER, TURN_V4,
+};
+use p2pd_lab::{Lab, LabSpec, Service};
 use serde_json::Value;
 
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
@@ -58,10 +62,30 @@ pub(crate) fn lab(spec: LabSpec) -> Lab {
         format!(
             "[signaling]\nbrokers = [\"mqtt://{BROKER1_V4}:1883\", \"mqtt://{BROKER2_V4}:1883\"]\n\
              [stun]\nservers = [\"{primary}\"]\n[ntp]\nservers = [\"{ntp}\"]\n\
-             [connect]\ndirect_ms = 1000\nreverse_ms = 3000\npunch_ms = 5000\ntimeout_ms = 6000\n"
+             [connect]\ndirect_ms = 1000\nreverse_ms = 3000\npunch_ms = 5000\nrelay_ms = 5000\ntimeout_ms = 6000\n"
         ),
     )
     .expect("config");
+    lab
+}
+
+/// The lab's TURN server (coturn on the turn host), as a config entry.
+pub(crate) fn turn_entry(transport: &str) -> String {
+    let (user, password, realm) = TURN_USER;
+    format!(
+        "[[turn.servers]]\naddress = \"{TURN_V4}:{TURN_PORT}\"\ntransport = \"{transport}\"\n\
+         username = \"{user}\"\npassword = \"{password}\"\nrealm = \"{realm}\"\n"
+    )
+}
+
+/// [`lab`] with coturn as the TURN server every node is configured with,
+/// reached over `transport`.
+pub(crate) fn lab_with_turn(spec: LabSpec, transport: &str) -> Lab {
+    let lab = lab(spec.service(Service::Turn));
+    let path = lab.dir().join("p2pd.toml");
+    let mut config = std::fs::read_to_string(&path).expect("config");
+    config.push_str(&turn_entry(transport));
+    std::fs::write(&path, config).expect("config");
     lab
 }
 
