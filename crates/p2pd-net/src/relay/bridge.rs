@@ -8,12 +8,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use quinn::{Connection, RecvStream, SendStream};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// After both directions end, how long to wait for the peer to close the
 /// connection: it may still be reading what we sent.
 const LINGER: Duration = Duration::from_secs(2);
+/// Bytes moved per copy between the QUIC stream and the loopback
+/// connection: a few large writes cost less than many small ones.
+const COPY_BUFFER: usize = 256 << 10;
 /// The loopback connection must be made within this.
 const LOOPBACK_LIMIT: Duration = Duration::from_secs(2);
 
@@ -51,12 +54,14 @@ where
     tokio::spawn(async move {
         let (mut inner_read, mut inner_write) = inner.into_split();
         let inbound = async {
-            let copied = tokio::io::copy(&mut recv, &mut inner_write).await;
+            let mut recv = BufReader::with_capacity(COPY_BUFFER, &mut recv);
+            let copied = tokio::io::copy_buf(&mut recv, &mut inner_write).await;
             let _ = inner_write.shutdown().await;
             copied
         };
         let outbound = async {
-            let copied = tokio::io::copy(&mut inner_read, &mut send).await;
+            let mut inner_read = BufReader::with_capacity(COPY_BUFFER, &mut inner_read);
+            let copied = tokio::io::copy_buf(&mut inner_read, &mut send).await;
             let _ = send.finish();
             // Returns once the peer has every byte (or stopped reading).
             let _ = send.stopped().await;
