@@ -191,5 +191,6 @@ fn client_config(server: &TurnServer, addr: SocketAddr, family: Family) -> Clien
         lifetime: LIFETIME,
         timeout: TURN_TIMEOUT,
         refresh_every: None,
+        tcp_relay: false,
     }
 }
