@@ -156,8 +156,19 @@ impl Acceptor {
 
     /// What a connection is: its stream and layer, or `None` when it failed
     /// the handshake (then it is dropped).
-    pub async fn greet(&self, mut stream: TcpStream) -> Option<(TcpStream, Layer)> {
+    pub async fn greet(&self, stream: TcpStream) -> Option<(TcpStream, Layer)> {
         let from = stream.peer_addr().ok();
+        self.greet_from(stream, from).await
+    }
+
+    /// [`Acceptor::greet`] for a stream whose socket peer is not the
+    /// remote end (a relayed stream's loopback bridge): `from` is who the
+    /// replay guard counts its handshakes against.
+    pub async fn greet_from(
+        &self,
+        mut stream: TcpStream,
+        from: Option<SocketAddr>,
+    ) -> Option<(TcpStream, Layer)> {
         let mut first = Vec::new();
         let undecided = tokio::time::Instant::now() + UNDECIDED;
         let greeting = loop {

@@ -189,13 +189,13 @@ async fn both_ways(impairment: Impairment) -> Counts {
     let server = quic::server(b).expect("server endpoint");
     let responder = tokio::spawn(async move {
         let (conn, send, recv) = quic::accept(&server, a_addr).await.expect("accept");
-        let stream = bridge::splice(conn, (send, recv), server, |_| async {})
+        let (stream, _reading) = bridge::splice(conn, (send, recv), server, |_| async {})
             .await
             .expect("splice");
         exchange(stream, data(2)).await
     });
     let (conn, send, recv) = quic::open(&client, b_addr).await.expect("open");
-    let stream = bridge::splice(conn, (send, recv), client, |_| async {})
+    let (stream, _reading) = bridge::splice(conn, (send, recv), client, |_| async {})
         .await
         .expect("splice");
     let from_responder = exchange(stream, data(1)).await;
@@ -242,4 +242,93 @@ async fn ten_megabytes_each_way_on_a_clean_path() {
         .await
         .expect("done within 120 s");
     assert_eq!(counts.lost, 0);
+}
+
+const CLEAN: Impairment = Impairment {
+    loss: 0.0,
+    duplicate: 0.0,
+    reorder: 0.0,
+};
+
+/// A splice on each end of a clean path, the initiator's first and the
+/// responder's second; the initiator writes `first` (QUIC shows the peer a
+/// stream only once it carries something). `ended` hears when each splice
+/// has ended (its `closed` ran).
+async fn spliced_pair(
+    first: &[u8],
+    ended: tokio::sync::mpsc::UnboundedSender<&'static str>,
+) -> (
+    (tokio::net::TcpStream, bridge::Reading),
+    (tokio::net::TcpStream, bridge::Reading),
+) {
+    use tokio::io::AsyncWriteExt;
+    let (a, b, _) = path(CLEAN);
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let client = quic::client(a).expect("client endpoint");
+    let server = quic::server(b).expect("server endpoint");
+    let tell = |side: &'static str| {
+        let ended = ended.clone();
+        move |_| async move {
+            let _ = ended.send(side);
+        }
+    };
+    let responder_ended = tell("responder");
+    let accepting = tokio::spawn(async move {
+        let (conn, send, recv) = quic::accept(&server, a_addr).await.expect("accept");
+        bridge::splice(conn, (send, recv), server, responder_ended)
+            .await
+            .expect("splice")
+    });
+    let (conn, send, recv) = quic::open(&client, b_addr).await.expect("open");
+    let (mut initiator, reading) = bridge::splice(conn, (send, recv), client, tell("initiator"))
+        .await
+        .expect("splice");
+    initiator.write_all(first).await.expect("first bytes");
+    let responder = accepting.await.expect("accepted");
+    ((initiator, reading), responder)
+}
+
+#[tokio::test]
+async fn a_reader_that_lags_after_the_peer_is_done_still_gets_every_byte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ended, mut ends) = tokio::sync::mpsc::unbounded_channel();
+    // The peer (initiator) writes 4 MB, half-closes, and reads our empty
+    // side to its end; our reader has not read a byte yet.
+    let sent = data(3)[..4 << 20].to_vec();
+    let ((mut theirs, _theirs_reading), (ours, _ours_reading)) = spliced_pair(&sent, ended).await;
+    theirs.shutdown().await.expect("shutdown");
+    let (mut our_read, mut our_write) = ours.into_split();
+    our_write.shutdown().await.expect("our end");
+    let mut nothing = Vec::new();
+    theirs.read_to_end(&mut nothing).await.expect("their read");
+    // Both of the peer's directions are done, and so is our outbound: the
+    // splices must still wait for our reader.
+    let early = tokio::time::timeout(Duration::from_secs(3), ends.recv()).await;
+    assert!(
+        early.is_err(),
+        "a splice ended before our reader read: {early:?}"
+    );
+    let mut got = Vec::new();
+    our_read.read_to_end(&mut got).await.expect("our read");
+    assert!(got == sent, "every byte, in order, after the lag");
+    for _ in 0..2 {
+        let side = tokio::time::timeout(Duration::from_secs(10), ends.recv()).await;
+        assert!(matches!(side, Ok(Some(_))), "both splices end once read");
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_reading_handle_ends_a_splice_whose_peer_is_silent() {
+    let (ended, mut ends) = tokio::sync::mpsc::unbounded_channel();
+    // A stranger's garbage handshake, then silence; our side gives up on it
+    // and drops everything.
+    let ((_theirs, _theirs_reading), (ours, ours_reading)) =
+        spliced_pair(b"\0garbage", ended).await;
+    drop(ours);
+    drop(ours_reading);
+    let side = tokio::time::timeout(Duration::from_secs(10), ends.recv()).await;
+    assert!(
+        matches!(side, Ok(Some(_))),
+        "a splice ended (and closed its connection): {side:?}"
+    );
 }

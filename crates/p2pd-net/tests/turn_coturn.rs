@@ -150,13 +150,13 @@ async fn relayed_exchange(server: SocketAddr, stream: bool, size: usize) -> f64 
     let responder = tokio::spawn(async move {
         let (conn, send, recv) = quic::accept(&server_end, a_relayed).await.expect("accept");
         let close = |b: Allocation| async move { b.close(Duration::from_secs(1)).await };
-        let stream = bridge::splice(conn, (send, recv), b, close)
+        let (stream, _reading) = bridge::splice(conn, (send, recv), b, close)
             .await
             .expect("splice");
         exchange(stream, data_of(2, size)).await
     });
     let (conn, send, recv) = quic::open(&client, b_relayed).await.expect("open");
-    let stream = bridge::splice(conn, (send, recv), (client, a), |_| async {})
+    let (stream, _reading) = bridge::splice(conn, (send, recv), (client, a), |_| async {})
         .await
         .expect("splice");
     let got = exchange(stream, data_of(1, size)).await;

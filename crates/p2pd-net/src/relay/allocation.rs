@@ -231,6 +231,21 @@ impl Allocation {
 
 impl Drop for Allocation {
     fn drop(&mut self) {
+        // Dropped without `close` (a relay that failed or was cancelled):
+        // delete it all the same, with one unanswered Refresh 0, so the
+        // server does not keep it for its lifetime. Over TCP, closing the
+        // link deletes it.
+        {
+            let mut client = self.shared.client();
+            if !client.is_done() {
+                client.close(Instant::now().into_std());
+                if let Link::Udp(socket) = &self.shared.link {
+                    while let Some(transmit) = client.poll_transmit() {
+                        let _ = socket.try_send_to(&transmit.payload, self.shared.server);
+                    }
+                }
+            }
+        }
         self.driver.abort();
         if let Some(writer) = &self.writer {
             writer.abort();

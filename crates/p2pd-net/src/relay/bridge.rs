@@ -10,25 +10,38 @@ use std::time::Duration;
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
-/// After both directions end, how long to wait for the peer to close the
-/// connection: it may still be reading what we sent.
-const LINGER: Duration = Duration::from_secs(2);
 /// Bytes moved per copy between the QUIC stream and the loopback
 /// connection: a few large writes cost less than many small ones.
 const COPY_BUFFER: usize = 256 << 10;
 /// The loopback connection must be made within this.
 const LOOPBACK_LIMIT: Duration = Duration::from_secs(2);
 
+/// Held by whoever owns a spliced stream; dropping it says nobody will
+/// read the stream any more (a failed handshake, a closed pipe), so the
+/// splice stops waiting for the peer's bytes and ends. Until then a silent
+/// peer cannot make it end, and an honest one is read to the last byte.
+#[derive(Debug)]
+pub struct Reading {
+    _abandon_on_drop: oneshot::Sender<()>,
+}
+
 /// Splices `connection`'s stream onto a loopback TCP connection and
-/// returns its other end. `keep` (the endpoint, the allocation) lives as
+/// returns its other end, with the [`Reading`] handle that keeps its
+/// inbound direction open. `keep` (the endpoint, the allocation) lives as
 /// long as the splice; `closed` runs after it, to delete the allocation.
+///
+/// Neither side closes the connection before the other has delivered
+/// every byte it received to its own loopback end: each says so by opening
+/// (and at once finishing) a unidirectional stream, and a side closes the
+/// connection once its own directions are done and the peer has said so.
 pub async fn splice<K, F>(
     connection: Connection,
     (mut send, mut recv): (SendStream, RecvStream),
     keep: K,
     closed: impl FnOnce(K) -> F + Send + 'static,
-) -> io::Result<TcpStream>
+) -> io::Result<(TcpStream, Reading)>
 where
     K: Send + 'static,
     F: std::future::Future<Output = ()> + Send + 'static,
@@ -51,31 +64,49 @@ where
     drop(listener);
     outer.set_nodelay(true)?;
     inner.set_nodelay(true)?;
+    let (reading, abandoned) = oneshot::channel::<()>();
     tokio::spawn(async move {
         let (mut inner_read, mut inner_write) = inner.into_split();
         let inbound = async {
-            let mut recv = BufReader::with_capacity(COPY_BUFFER, &mut recv);
-            let copied = tokio::io::copy_buf(&mut recv, &mut inner_write).await;
-            let _ = inner_write.shutdown().await;
+            let copy = async {
+                let mut recv = BufReader::with_capacity(COPY_BUFFER, &mut recv);
+                let copied = tokio::io::copy_buf(&mut recv, &mut inner_write).await;
+                let _ = inner_write.shutdown().await;
+                copied
+            };
+            let copied = tokio::select! {
+                copied = copy => copied,
+                // The handle is dropped (never sent on): nobody reads.
+                _ = abandoned => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+            };
+            // Everything of the peer's is on our loopback end (or unwanted).
+            if let Ok(mut delivered) = connection.open_uni().await {
+                let _ = delivered.finish();
+            }
             copied
         };
         let outbound = async {
             let mut inner_read = BufReader::with_capacity(COPY_BUFFER, &mut inner_read);
             let copied = tokio::io::copy_buf(&mut inner_read, &mut send).await;
             let _ = send.finish();
-            // Returns once the peer has every byte (or stopped reading).
             let _ = send.stopped().await;
             copied
         };
+        let peer_delivered = connection.accept_uni();
         tokio::select! {
-            (inbound, outbound) = async { tokio::join!(inbound, outbound) } => {
+            (inbound, outbound, _) = async { tokio::join!(inbound, outbound, peer_delivered) } => {
                 tracing::debug!(?inbound, ?outbound, "relayed stream ended");
-                let _ = tokio::time::timeout(LINGER, connection.closed()).await;
             }
+            // The peer closes only once it has our bytes delivered.
             reason = connection.closed() => tracing::debug!(%reason, "relayed connection closed"),
         }
         connection.close(0u32.into(), b"done");
         closed(keep).await;
     });
-    Ok(outer)
+    Ok((
+        outer,
+        Reading {
+            _abandon_on_drop: reading,
+        },
+    ))
 }

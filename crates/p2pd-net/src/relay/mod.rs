@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub use allocation::Allocation;
+pub use bridge::Reading;
 pub use socket::RelaySocket;
 
 use p2pd_proto::turn::TurnError;
@@ -61,11 +62,12 @@ const CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
 /// The relayed stream to `peer`'s relayed address (bound on `allocation`)
 /// as a TCP stream: QUIC as the client, its one stream spliced on. The
-/// allocation lives as long as the stream, and is deleted after.
+/// allocation lives as long as the stream, and is deleted after; hold the
+/// [`Reading`] for as long as the stream is read.
 pub async fn open_stream(
     mut allocation: Allocation,
     peer: SocketAddr,
-) -> Result<TcpStream, RelayError> {
+) -> Result<(TcpStream, Reading), RelayError> {
     let socket = allocation.socket().ok_or(RelayError::Closed {
         server: allocation.server(),
     })?;
@@ -80,7 +82,7 @@ pub async fn open_stream(
 pub async fn accept_stream(
     mut allocation: Allocation,
     peer: SocketAddr,
-) -> Result<TcpStream, RelayError> {
+) -> Result<(TcpStream, Reading), RelayError> {
     let socket = allocation.socket().ok_or(RelayError::Closed {
         server: allocation.server(),
     })?;
@@ -94,7 +96,7 @@ async fn splice(
     streams: (quinn::SendStream, quinn::RecvStream),
     endpoint: quinn::Endpoint,
     allocation: Allocation,
-) -> Result<TcpStream, RelayError> {
+) -> Result<(TcpStream, Reading), RelayError> {
     let closed = |(endpoint, allocation): (quinn::Endpoint, Allocation)| async move {
         // The close frame goes out before the allocation goes.
         let _ = tokio::time::timeout(CLOSE_LIMIT, endpoint.wait_idle()).await;

@@ -59,7 +59,8 @@ fn transport() -> Arc<TransportConfig> {
         .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
         .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
         .send_window(u64::from(CONNECTION_WINDOW))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        // One each way: the splice's "every byte delivered".
+        .max_concurrent_uni_streams(VarInt::from_u32(1))
         .max_concurrent_bidi_streams(VarInt::from_u32(1));
     Arc::new(transport)
 }

@@ -48,8 +48,8 @@ pub(crate) struct Parts {
 const MAX_PUNCHES: usize = 8;
 const MAX_PUNCHES_PER_PEER: usize = 2;
 /// Relays a node answers at once, in all and per asker: each holds an
-/// allocation on our TURN server for at most [`relay::RELAY_LIMIT`] until
-/// its connection is made.
+/// allocation on our TURN server, for at most [`relay::RELAY_LIMIT`] while
+/// its connection is being made and then for as long as it is served.
 const MAX_RELAYS: usize = 8;
 const MAX_RELAYS_PER_PEER: usize = 2;
 

@@ -35,6 +35,8 @@ pub(crate) const RELAY_LIMIT: Duration = Duration::from_secs(8);
 const TURN_TIMEOUT: Duration = Duration::from_secs(3);
 /// The allocation lifetime asked for (RFC 8656's default).
 const LIFETIME: Duration = Duration::from_secs(600);
+/// What a peer hears when we cannot relay for it.
+const REFUSAL: &str = "no TURN allocation for this relay";
 /// The port of a TURN server whose address names none.
 const TURN_PORT: u16 = 3478;
 
@@ -70,7 +72,10 @@ pub(crate) async fn initiate(
 ) -> Result<Pipe, RelayFailed> {
     let limit = limit(shared);
     let deadline = Instant::now() + limit;
-    let mut allocation = allocate(shared, Family::V4).await?;
+    let late = |_| RelayFailed::NoAnswer(limit);
+    let mut allocation = timeout_at(deadline, allocate(shared, Family::V4))
+        .await
+        .map_err(late)??;
     let body = Body::Relay {
         token: token.to_string(),
         addr: ours.to_string(),
@@ -83,10 +88,12 @@ pub(crate) async fn initiate(
         Ok(None) => return Err(RelayFailed::Closed),
         Err(_) => return Err(RelayFailed::NoAnswer(limit)),
     };
-    allocation.bind(theirs).await?;
-    let mut stream = timeout_at(deadline, relay::open_stream(allocation, theirs))
+    timeout_at(deadline, allocation.bind(theirs))
         .await
-        .map_err(|_| RelayFailed::NoAnswer(limit))??;
+        .map_err(late)??;
+    let (mut stream, reading) = timeout_at(deadline, relay::open_stream(allocation, theirs))
+        .await
+        .map_err(late)??;
     let asking = Asking {
         encrypt: shared.config.connect.encrypt,
         token: Some(token),
@@ -95,8 +102,20 @@ pub(crate) async fn initiate(
     let layer = handshake::initiate(&mut stream, &shared.identity, &peer.node_id, asking)
         .await
         .map_err(|e| RelayFailed::NotThePeer(e.to_string()))?;
-    Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, |_| {})
-        .map_err(|e| RelayFailed::NotThePeer(e.to_string()))
+    let pipe = Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, |_| {})
+        .map_err(|e| RelayFailed::NotThePeer(e.to_string()))?;
+    Ok(reading_while_open(pipe, reading))
+}
+
+/// Keeps the relayed stream's inbound direction open for as long as the
+/// pipe lives (its callbacks do); a relay that fails before drops it, and
+/// its splice ends at once.
+fn reading_while_open(pipe: Pipe, reading: relay::Reading) -> Pipe {
+    pipe.add_end_cb(move |_| {
+        let _held = &reading;
+        async {}
+    });
+    pipe
 }
 
 /// Answers `asker`'s relay request (its allocation relays from
@@ -110,33 +129,41 @@ pub(crate) async fn respond(
     hooks: watch::Receiver<Hooks>,
 ) -> Result<Pipe, RelayFailed> {
     let refuse = |err: RelayFailed| {
+        // Our servers and their answers are ours to know: the asker hears
+        // only that we cannot.
         let body = Body::RelayRefused {
             token: token.to_string(),
-            reason: err.to_string(),
+            reason: REFUSAL.to_owned(),
         };
         shared.send_signal(asker, body);
         err
     };
-    let deadline = Instant::now() + limit(shared);
+    let limit = limit(shared);
+    let deadline = Instant::now() + limit;
+    let late = |_| RelayFailed::NoAnswer(limit);
     let family = if theirs.is_ipv4() {
         Family::V4
     } else {
         Family::V6
     };
-    let mut allocation = allocate(shared, family).await.map_err(refuse)?;
-    allocation
-        .bind(theirs)
-        .await
-        .map_err(|e| refuse(e.into()))?;
+    let mut allocation = match timeout_at(deadline, allocate(shared, family)).await {
+        Ok(allocated) => allocated.map_err(refuse)?,
+        Err(elapsed) => return Err(refuse(late(elapsed))),
+    };
+    match timeout_at(deadline, allocation.bind(theirs)).await {
+        Ok(bound) => bound.map_err(|e| refuse(e.into()))?,
+        Err(elapsed) => return Err(refuse(late(elapsed))),
+    }
     let body = Body::RelayAnswer {
         token: token.to_string(),
         relayed: allocation.relayed(),
     };
     shared.send_signal(asker, body);
-    let stream = timeout_at(deadline, relay::accept_stream(allocation, theirs))
+    let (stream, reading) = timeout_at(deadline, relay::accept_stream(allocation, theirs))
         .await
-        .map_err(|_| RelayFailed::NoAnswer(limit(shared)))??;
-    let greeted = timeout_at(deadline, shared.acceptor.greet(stream)).await;
+        .map_err(late)??;
+    // Counted against the asker's relayed address, not the loopback.
+    let greeted = timeout_at(deadline, shared.acceptor.greet_from(stream, Some(theirs))).await;
     let Ok(Some((stream, layer))) = greeted else {
         return Err(RelayFailed::NotThePeer("no handshake".to_owned()));
     };
@@ -150,10 +177,12 @@ pub(crate) async fn respond(
         ));
     }
     // Served from its first message on: the asker may send at once.
-    Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, |pipe: &Pipe| {
-        inbound::serve_all(pipe, hooks)
-    })
-    .map_err(|e| RelayFailed::NotThePeer(e.to_string()))
+    let pipe =
+        Pipe::from_tcp_stream_layered(stream, &PipeConfig::default(), layer, |pipe: &Pipe| {
+            inbound::serve_all(pipe, hooks)
+        })
+        .map_err(|e| RelayFailed::NotThePeer(e.to_string()))?;
+    Ok(reading_while_open(pipe, reading))
 }
 
 /// An allocation on the first configured server that grants one; the last
