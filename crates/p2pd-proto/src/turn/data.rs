@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use super::CONNECTION_BIND;
-use super::client::TurnError;
+use super::error::TurnError;
 use crate::stun::message::{Integrity, check_integrity};
 use crate::stun::{Attribute, Class, Message, TransactionId};
 

@@ -6,7 +6,8 @@
 //! * [`channel`]: the ChannelData framing, and cutting a TCP stream from
 //!   the server into messages;
 //! * [`data`]: the ConnectionBind that makes a TCP connection to the server
-//!   the data connection of one relayed TCP connection (RFC 6062).
+//!   the data connection of one relayed TCP connection (RFC 6062);
+//! * [`error`]: why any of it failed, naming the server.
 //!
 //! The attributes (LIFETIME, XOR-RELAYED-ADDRESS, ...) live with the other
 //! STUN attributes in [`crate::stun::attribute`].
@@ -14,9 +15,11 @@
 pub mod channel;
 pub mod client;
 pub mod data;
+pub mod error;
 
-pub use client::{Client, ClientConfig, Event, Family, Input, TurnError};
+pub use client::{Client, ClientConfig, Event, Family, Input};
 pub use data::{BindAnswer, DataBind};
+pub use error::TurnError;
 
 /// Allocate.
 pub const ALLOCATE: u16 = 0x003;
