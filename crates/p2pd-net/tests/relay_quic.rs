@@ -332,3 +332,30 @@ async fn dropping_the_reading_handle_ends_a_splice_whose_peer_is_silent() {
         "a splice ended (and closed its connection): {side:?}"
     );
 }
+
+#[tokio::test]
+async fn a_peer_that_never_says_it_has_our_bytes_cannot_keep_a_dropped_splice() {
+    use tokio::io::AsyncWriteExt;
+    let (a, b, _) = path(CLEAN);
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let client = quic::client(a).expect("client endpoint");
+    let server = quic::server(b).expect("server endpoint");
+    let (ended, mut ends) = tokio::sync::mpsc::unbounded_channel();
+    let accepting = tokio::spawn(async move {
+        let (conn, send, recv) = quic::accept(&server, a_addr).await.expect("accept");
+        bridge::splice(conn, (send, recv), server, move |_| async move {
+            let _ = ended.send(());
+        })
+        .await
+        .expect("splice")
+    });
+    // A stranger's own QUIC stack: a garbage handshake on the stream, then
+    // nothing, and never the "delivered" stream a splice opens.
+    let (_conn, mut send, _recv) = quic::open(&client, b_addr).await.expect("open");
+    send.write_all(b"\0garbage").await.expect("write");
+    let (ours, reading) = accepting.await.expect("accepted");
+    drop(ours);
+    drop(reading);
+    let ended = tokio::time::timeout(Duration::from_secs(30), ends.recv()).await;
+    assert!(matches!(ended, Ok(Some(()))), "the splice ended: {ended:?}");
+}

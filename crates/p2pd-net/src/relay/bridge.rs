@@ -10,11 +10,14 @@ use std::time::Duration;
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 /// Bytes moved per copy between the QUIC stream and the loopback
 /// connection: a few large writes cost less than many small ones.
 const COPY_BUFFER: usize = 256 << 10;
+/// Once nobody reads, how long the peer has to say it has our bytes before
+/// the splice ends anyway: a peer that never says so cannot keep it.
+const ABANDONED_LIMIT: Duration = Duration::from_secs(10);
 /// The loopback connection must be made within this.
 const LOOPBACK_LIMIT: Duration = Duration::from_secs(2);
 
@@ -24,7 +27,7 @@ const LOOPBACK_LIMIT: Duration = Duration::from_secs(2);
 /// peer cannot make it end, and an honest one is read to the last byte.
 #[derive(Debug)]
 pub struct Reading {
-    _abandon_on_drop: oneshot::Sender<()>,
+    _abandon_on_drop: watch::Sender<()>,
 }
 
 /// Splices `connection`'s stream onto a loopback TCP connection and
@@ -64,7 +67,8 @@ where
     drop(listener);
     outer.set_nodelay(true)?;
     inner.set_nodelay(true)?;
-    let (reading, abandoned) = oneshot::channel::<()>();
+    let (reading, abandoned) = watch::channel(());
+    let mut given_up = abandoned.clone();
     tokio::spawn(async move {
         let (mut inner_read, mut inner_write) = inner.into_split();
         let inbound = async {
@@ -76,8 +80,7 @@ where
             };
             let copied = tokio::select! {
                 copied = copy => copied,
-                // The handle is dropped (never sent on): nobody reads.
-                _ = abandoned => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+                () = dropped(abandoned) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
             };
             // Everything of the peer's is on our loopback end (or unwanted).
             if let Ok(mut delivered) = connection.open_uni().await {
@@ -99,6 +102,10 @@ where
             }
             // The peer closes only once it has our bytes delivered.
             reason = connection.closed() => tracing::debug!(%reason, "relayed connection closed"),
+            () = async {
+                dropped(&mut given_up).await;
+                tokio::time::sleep(ABANDONED_LIMIT).await;
+            } => tracing::debug!("the peer never said it has our bytes"),
         }
         connection.close(0u32.into(), b"done");
         closed(keep).await;
@@ -109,4 +116,9 @@ where
             _abandon_on_drop: reading,
         },
     ))
+}
+
+/// Returns once the [`Reading`] handle is dropped: nobody reads.
+async fn dropped(mut abandoned: impl std::borrow::BorrowMut<watch::Receiver<()>>) {
+    while abandoned.borrow_mut().changed().await.is_ok() {}
 }
