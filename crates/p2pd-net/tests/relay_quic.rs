@@ -335,7 +335,6 @@ async fn dropping_the_reading_handle_ends_a_splice_whose_peer_is_silent() {
 
 #[tokio::test]
 async fn a_peer_that_never_says_it_has_our_bytes_cannot_keep_a_dropped_splice() {
-    use tokio::io::AsyncWriteExt;
     let (a, b, _) = path(CLEAN);
     let (a_addr, b_addr) = (a.addr, b.addr);
     let client = quic::client(a).expect("client endpoint");
