@@ -127,7 +127,6 @@ fn config(server: SocketAddr, stream: bool, password: &str) -> ClientConfig {
         lifetime: Duration::from_secs(600),
         timeout: Duration::from_secs(3),
         refresh_every: None,
-        tcp_relay: false,
     }
 }
 

@@ -160,8 +160,7 @@ pub fn ntp_packet(data: &[u8]) {
 /// ChannelData) fed to an allocated client with one bound channel, and the
 /// stream framing: never panics, the allocation survives whatever a
 /// stranger sends, and peer data only comes from the bound channel or a
-/// Data indication; and the same bytes as the answer to a TCP allocation's
-/// ConnectionBind.
+/// Data indication.
 pub fn turn_input(data: &[u8]) {
     use crate::stun::message::Integrity;
     use crate::stun::{Class, Message};
@@ -173,17 +172,6 @@ pub fn turn_input(data: &[u8]) {
     let _ = channel::frame_len(data);
     let _ = channel::decode(data);
     let server = "198.18.0.6:3478".parse().expect("literal");
-    // The same bytes as the answer on a TCP allocation's data connection.
-    let bind = crate::turn::DataBind::new(
-        server,
-        crate::stun::TransactionId([1; 12]),
-        1,
-        ("u", "r", "n"),
-        long_term_key("u", "r", "p"),
-    );
-    if let Ok(crate::turn::BindAnswer::Bound { consumed }) = bind.handle_answer(data) {
-        assert!(consumed <= data.len());
-    }
     let relayed = "198.18.0.6:49152".parse().expect("literal");
     let peer = "198.18.0.6:50000".parse().expect("literal");
     let now = Instant::now();
@@ -197,7 +185,6 @@ pub fn turn_input(data: &[u8]) {
         lifetime: Duration::from_secs(600),
         timeout: Duration::from_secs(1),
         refresh_every: None,
-        tcp_relay: false,
     };
     let mut client = Client::new(now, config, 1);
     let key = long_term_key("u", "r", "p");

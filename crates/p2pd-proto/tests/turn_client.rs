@@ -10,8 +10,8 @@ use p2pd_proto::stun::{Attribute, Class, Message};
 use p2pd_proto::turn::channel;
 use p2pd_proto::turn::client::long_term_key;
 use p2pd_proto::turn::{
-    ALLOCATE, BindAnswer, CHANNEL_BIND, CONNECT, CONNECTION_ATTEMPT, CONNECTION_BIND,
-    CREATE_PERMISSION, Client, ClientConfig, DATA, Event, Family, Input, REFRESH, SEND, TurnError,
+    ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, Client, ClientConfig, DATA, Event, Family, Input,
+    REFRESH, SEND, TurnError,
 };
 use proptest::prelude::*;
 
@@ -34,7 +34,6 @@ fn config(password: &str) -> ClientConfig {
         lifetime: Duration::from_secs(600),
         timeout: Duration::from_secs(3),
         refresh_every: None,
-        tcp_relay: false,
     }
 }
 
@@ -50,12 +49,7 @@ struct Server {
     requests: Vec<u16>,
     channels: HashMap<u16, SocketAddr>,
     sent: Vec<(SocketAddr, Vec<u8>)>,
-    /// The REQUESTED-TRANSPORT of the last Allocate.
-    transport: Option<u8>,
 }
-
-/// The id the server gives a peer connection.
-const CONNECTION_ID: u32 = 0x5eed_0001;
 
 impl Server {
     fn new() -> Self {
@@ -68,7 +62,6 @@ impl Server {
             requests: Vec::new(),
             channels: HashMap::new(),
             sent: Vec::new(),
-            transport: None,
         }
     }
 
@@ -123,10 +116,6 @@ impl Server {
         let mut response = Message::response_to(&request, Class::Success);
         match request.method {
             ALLOCATE => {
-                self.transport = request.attributes.iter().find_map(|a| match a {
-                    Attribute::RequestedTransport(t) => Some(*t),
-                    _ => None,
-                });
                 response = response
                     .with(Attribute::XorRelayedAddress(addr(RELAYED)))
                     .with(Attribute::XorMappedAddress(addr("203.0.113.7:5000")))
@@ -153,7 +142,6 @@ impl Server {
                     .insert(number.expect("number"), peer.expect("peer"));
             }
             CREATE_PERMISSION => {}
-            CONNECT => response = response.with(Attribute::ConnectionId(CONNECTION_ID)),
             other => panic!("unexpected method {other}"),
         }
         Some(response.encode_signed(Some(Integrity::Sha1(&self.key)), false))
@@ -485,163 +473,4 @@ fn refresh_every_refreshes_a_long_allocation_often() {
         .filter(|e| matches!(e, Event::Refreshed { .. }))
         .count();
     assert_eq!(refreshes, 12, "{events:?}");
-}
-
-fn tcp_allocated(server: &mut Server) -> (Client, Instant) {
-    let mut now = Instant::now();
-    let mut cfg = config("test");
-    cfg.stream = true;
-    cfg.tcp_relay = true;
-    let mut client = Client::new(now, cfg, 9);
-    let until = now;
-    let events = run(&mut client, server, &mut now, until);
-    assert!(
-        matches!(events[..], [Event::Allocated { .. }]),
-        "{events:?}"
-    );
-    (client, now)
-}
-
-/// The server's answer to a ConnectionBind, signed with `key`.
-fn bind_answer(request: &[u8], class: Class, key: &[u8; 16]) -> Vec<u8> {
-    let request = Message::decode(request).expect("the bind decodes");
-    let mut answer = Message::response_to(&request, class);
-    if class == Class::Error {
-        answer = answer.with(Attribute::ErrorCode {
-            code: 447,
-            reason: "Connection Timeout or Failure".into(),
-        });
-    }
-    answer.encode_signed(Some(Integrity::Sha1(key)), false)
-}
-
-#[test]
-fn a_tcp_allocation_connects_to_a_peer_and_binds_its_data_connection() {
-    let mut server = Server::new();
-    let (mut client, mut now) = tcp_allocated(&mut server);
-    assert_eq!(server.transport, Some(6), "REQUESTED-TRANSPORT is TCP");
-    client.connect(now, addr(PEER)).expect("connects");
-    let until = now;
-    let events = run(&mut client, &mut server, &mut now, until);
-    assert_eq!(
-        events,
-        vec![Event::Connected {
-            peer: addr(PEER),
-            connection_id: CONNECTION_ID
-        }]
-    );
-    let bind = client.data_bind(CONNECTION_ID).expect("a bind");
-    let request = Message::decode(bind.request()).expect("decodes");
-    assert_eq!(request.method, CONNECTION_BIND);
-    assert!(
-        request
-            .attributes
-            .contains(&Attribute::ConnectionId(CONNECTION_ID))
-    );
-    assert!(check_integrity(bind.request(), &server.key), "signed");
-    // The answer, then the peer's first bytes in the same read, fed as
-    // they trickle in.
-    let mut read = bind_answer(bind.request(), Class::Success, &server.key);
-    let answer_len = read.len();
-    read.extend_from_slice(b"peer bytes");
-    for cut in 0..answer_len {
-        assert_eq!(
-            bind.handle_answer(&read[..cut]),
-            Ok(BindAnswer::NeedMore),
-            "{cut}"
-        );
-    }
-    assert_eq!(
-        bind.handle_answer(&read),
-        Ok(BindAnswer::Bound {
-            consumed: answer_len
-        })
-    );
-    assert_eq!(&read[answer_len..], b"peer bytes");
-}
-
-#[test]
-fn a_connection_attempt_is_an_event_on_a_tcp_allocation_only() {
-    let attempt = Message::new(
-        Class::Indication,
-        CONNECTION_ATTEMPT,
-        p2pd_proto::stun::TransactionId([5; 12]),
-    )
-    .with(Attribute::ConnectionId(7))
-    .with(Attribute::XorPeerAddress(addr(PEER)))
-    .encode();
-    let mut server = Server::new();
-    let (mut tcp, now) = tcp_allocated(&mut server);
-    assert_eq!(tcp.handle_input(now, &attempt), Input::Control);
-    assert_eq!(
-        tcp.poll_event(),
-        Some(Event::ConnectionAttempt {
-            peer: addr(PEER),
-            connection_id: 7
-        })
-    );
-    let (mut udp, now) = allocated("test", &mut Server::new());
-    assert_eq!(udp.handle_input(now, &attempt), Input::Ignored);
-    assert_eq!(udp.poll_event(), None);
-}
-
-#[test]
-fn each_allocation_refuses_the_other_transport() {
-    let (mut udp, now) = allocated("test", &mut Server::new());
-    let err = udp.connect(now, addr(PEER)).expect_err("a UDP allocation");
-    assert!(matches!(err, TurnError::WrongTransport { .. }), "{err}");
-    assert!(udp.data_bind(1).is_err());
-    let (mut tcp, now) = tcp_allocated(&mut Server::new());
-    let err = tcp
-        .bind_channel(now, addr(PEER))
-        .expect_err("a TCP allocation");
-    assert!(err.to_string().contains("datagrams"), "{err}");
-}
-
-#[test]
-fn a_bind_answer_that_fails_or_is_forged_is_refused() {
-    let mut server = Server::new();
-    let (mut client, _) = tcp_allocated(&mut server);
-    let bind = client.data_bind(CONNECTION_ID).expect("a bind");
-    let refused = bind_answer(bind.request(), Class::Error, &server.key);
-    assert!(
-        matches!(
-            bind.handle_answer(&refused),
-            Err(TurnError::Refused { code: 447, .. })
-        ),
-        "an error answer"
-    );
-    let forged = bind_answer(bind.request(), Class::Success, &[0; 16]);
-    assert!(
-        bind.handle_answer(&forged).is_err(),
-        "signed with another key"
-    );
-    let other = client.data_bind(CONNECTION_ID).expect("another bind");
-    let theirs = bind_answer(other.request(), Class::Success, &server.key);
-    assert!(bind.handle_answer(&theirs).is_err(), "another transaction");
-    assert!(bind.handle_answer(b"\xffnot stun").is_err(), "not STUN");
-}
-
-proptest! {
-    #[test]
-    fn any_bind_answer_bytes_are_survived(bytes in proptest::collection::vec(any::<u8>(), 0..200), stun in any::<bool>()) {
-        let mut server = Server::new();
-        let (mut client, _) = tcp_allocated(&mut server);
-        let bind = client.data_bind(1).expect("a bind");
-        let mut bytes = bytes;
-        if stun && let Some(first) = bytes.first_mut() {
-            *first &= 0x3f;
-        }
-        if let Ok(BindAnswer::Bound { consumed }) = bind.handle_answer(&bytes) {
-            prop_assert!(consumed <= bytes.len());
-        }
-    }
-
-    #[test]
-    fn connection_ids_round_trip(id: u32) {
-        let message = Message::new(Class::Request, CONNECTION_BIND, p2pd_proto::stun::TransactionId([4; 12]))
-            .with(Attribute::ConnectionId(id))
-            .with(Attribute::RequestedTransport(6));
-        prop_assert_eq!(Message::decode(&message.encode()).expect("decodes"), message);
-    }
 }

@@ -220,6 +220,5 @@ fn client_config(server: &TurnServer, addr: SocketAddr, family: Family) -> Clien
         lifetime: LIFETIME,
         timeout: TURN_TIMEOUT,
         refresh_every: None,
-        tcp_relay: false,
     }
 }

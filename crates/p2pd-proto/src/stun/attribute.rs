@@ -38,8 +38,6 @@ pub mod code {
     pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
     /// REQUESTED-ADDRESS-FAMILY (TURN).
     pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
-    /// CONNECTION-ID (TURN TCP allocations, RFC 6062).
-    pub const CONNECTION_ID: u16 = 0x002A;
     /// REQUESTED-TRANSPORT (TURN).
     pub const REQUESTED_TRANSPORT: u16 = 0x0019;
     /// MESSAGE-INTEGRITY-SHA256.
@@ -105,11 +103,8 @@ pub enum Attribute {
     /// TURN: the address family of the relayed address asked for (1 IPv4,
     /// 2 IPv6).
     RequestedAddressFamily(u8),
-    /// TURN: the protocol to relay (17 for UDP, 6 for TCP).
+    /// TURN: the protocol to relay (17 for UDP).
     RequestedTransport(u8),
-    /// TURN over TCP (RFC 6062): names one peer connection of a TCP
-    /// allocation, for the ConnectionBind of its data connection.
-    ConnectionId(u32),
     /// REALM.
     Realm(String),
     /// NONCE.
@@ -157,7 +152,6 @@ impl Attribute {
             Attribute::XorRelayedAddress(_) => code::XOR_RELAYED_ADDRESS,
             Attribute::RequestedAddressFamily(_) => code::REQUESTED_ADDRESS_FAMILY,
             Attribute::RequestedTransport(_) => code::REQUESTED_TRANSPORT,
-            Attribute::ConnectionId(_) => code::CONNECTION_ID,
             Attribute::Realm(_) => code::REALM,
             Attribute::Nonce(_) => code::NONCE,
             Attribute::MessageIntegritySha256(_) => code::MESSAGE_INTEGRITY_SHA256,
@@ -197,7 +191,6 @@ impl Attribute {
                 | XOR_RELAYED_ADDRESS
                 | REQUESTED_ADDRESS_FAMILY
                 | REQUESTED_TRANSPORT
-                | CONNECTION_ID
                 | REALM
                 | NONCE
                 | MESSAGE_INTEGRITY_SHA256
@@ -226,9 +219,7 @@ impl Attribute {
                 out.extend_from_slice(&n.to_be_bytes());
                 out.extend_from_slice(&[0, 0]);
             }
-            Attribute::Lifetime(secs) | Attribute::ConnectionId(secs) => {
-                out.extend_from_slice(&secs.to_be_bytes())
-            }
+            Attribute::Lifetime(secs) => out.extend_from_slice(&secs.to_be_bytes()),
             Attribute::Data(v) => out.extend_from_slice(v),
             Attribute::RequestedAddressFamily(n) | Attribute::RequestedTransport(n) => {
                 out.extend_from_slice(&[*n, 0, 0, 0]);
@@ -305,9 +296,6 @@ impl Attribute {
                 Attribute::ChannelNumber(u16::from_be_bytes([hi, lo]))
             }
             code::LIFETIME => Attribute::Lifetime(u32::from_be_bytes(
-                value.try_into().map_err(|_| bad("length is not 4"))?,
-            )),
-            code::CONNECTION_ID => Attribute::ConnectionId(u32::from_be_bytes(
                 value.try_into().map_err(|_| bad("length is not 4"))?,
             )),
             code::DATA => Attribute::Data(value.to_vec()),

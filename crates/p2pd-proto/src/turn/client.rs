@@ -13,12 +13,6 @@
 //!  Refresh at half the lifetime (a minute before it, for long ones);
 //!  ChannelBind / CreatePermission again every 4 minutes (they last 5 and 10).
 //! ```
-//!
-//! A TCP allocation (RFC 6062, [`ClientConfig::tcp_relay`]) relays TCP
-//! connections instead of datagrams: [`Client::connect`] asks the server to
-//! connect to a peer, a peer's connection to the relayed address arrives as
-//! [`Event::ConnectionAttempt`], and each becomes a byte stream on a data
-//! connection of its own ([`super::data::DataBind`]).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -30,12 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::channel::{self, FIRST_CHANNEL, LAST_CHANNEL};
-use super::data::DataBind;
-use super::error::TurnError;
-use super::{
-    ALLOCATE, CHANNEL_BIND, CONNECT, CONNECTION_ATTEMPT, CREATE_PERMISSION, DATA, REFRESH, SEND,
-    TCP, UDP,
-};
+use super::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND, UDP};
 use crate::Transmit;
 use crate::stun::message::{Integrity, check_integrity};
 use crate::stun::transaction::{Event as TxEvent, RetransmitPolicy, Transactions};
@@ -82,11 +71,6 @@ pub struct ClientConfig {
     /// mapping to the server open on a quiet allocation (servers such as
     /// coturn give no lifetime under 10 minutes). `None`: by the lifetime.
     pub refresh_every: Option<Duration>,
-    /// Ask for a TCP allocation (RFC 6062): the server relays TCP
-    /// connections, each carried on a data connection of its own, so the
-    /// kernel moves a relayed stream in segments rather than datagrams.
-    /// Needs `stream`: the control connection is TCP.
-    pub tcp_relay: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -99,9 +83,74 @@ impl std::fmt::Debug for ClientConfig {
             .field("family", &self.family)
             .field("lifetime", &self.lifetime)
             .field("refresh_every", &self.refresh_every)
-            .field("tcp_relay", &self.tcp_relay)
             .finish_non_exhaustive()
     }
+}
+
+/// Why an allocation, or a peer's permission, failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TurnError {
+    /// The server refused the user name or password.
+    #[error("TURN server {server} refused the credentials ({reason})")]
+    Unauthorized {
+        /// The server.
+        server: SocketAddr,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// The server refused the request for another reason.
+    #[error("TURN server {server} refused: {code} {reason}")]
+    Refused {
+        /// The server.
+        server: SocketAddr,
+        /// The error code (RFC 8656 section 19).
+        code: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("TURN server {server} did not answer within {} ms", .after.as_millis())]
+    TimedOut {
+        /// The server.
+        server: SocketAddr,
+        /// The request's timeout.
+        after: Duration,
+    },
+    /// The answer lacks what it must carry.
+    #[error("TURN server {server} sent a malformed answer: {why}")]
+    Malformed {
+        /// The server.
+        server: SocketAddr,
+        /// What is missing or wrong.
+        why: &'static str,
+    },
+    /// The server is in another realm than the configured one.
+    #[error("TURN server {server} is in realm `{theirs}`, not the configured `{ours}`")]
+    Realm {
+        /// The server.
+        server: SocketAddr,
+        /// The server's realm.
+        theirs: String,
+        /// The configured realm.
+        ours: String,
+    },
+    /// The allocation's lifetime ran out before a refresh got through.
+    #[error("the allocation on TURN server {server} expired")]
+    Expired {
+        /// The server.
+        server: SocketAddr,
+    },
+    /// Asked for something that needs an allocation before it exists, or
+    /// after it ended.
+    #[error("no allocation on TURN server {server}")]
+    NotAllocated {
+        /// The server.
+        server: SocketAddr,
+    },
+    /// Data for a peer with neither a channel nor a permission.
+    #[error("no permission for peer {0}")]
+    NoPermission(SocketAddr),
 }
 
 /// What happened.
@@ -133,24 +182,7 @@ pub enum Event {
         /// The channel number.
         channel: u16,
     },
-    /// The server connected to `peer` for us (TCP allocations): bind a
-    /// data connection to `connection_id` ([`Client::data_bind`]).
-    Connected {
-        /// The peer.
-        peer: SocketAddr,
-        /// The peer connection's id.
-        connection_id: u32,
-    },
-    /// `peer` connected to our relayed address (TCP allocations): bind a
-    /// data connection to `connection_id` within 30 s to take it.
-    ConnectionAttempt {
-        /// The peer.
-        peer: SocketAddr,
-        /// The peer connection's id.
-        connection_id: u32,
-    },
-    /// A permission, channel or connection for `peer` failed; the
-    /// allocation stays.
+    /// A permission or channel for `peer` failed; the allocation stays.
     PeerFailed {
         /// The peer's IP.
         peer: IpAddr,
@@ -185,7 +217,6 @@ enum Request {
     Refresh(u32),
     Permission(IpAddr),
     Channel(SocketAddr, u16),
-    Connect(SocketAddr),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -296,7 +327,6 @@ impl Client {
     /// its number; a peer already bound keeps its channel.
     pub fn bind_channel(&mut self, now: Instant, peer: SocketAddr) -> Result<u16, TurnError> {
         self.require_allocated()?;
-        self.require_transport(false)?;
         if let Some(channel) = self.channels.get(&peer) {
             return Ok(channel.number);
         }
@@ -318,35 +348,6 @@ impl Client {
         );
         self.request(now, Request::Channel(peer, number), false);
         Ok(number)
-    }
-
-    /// Asks the server to open a TCP connection from our relayed address to
-    /// `peer` (a TCP allocation; `peer` must let the server in).
-    /// [`Event::Connected`] or [`Event::PeerFailed`] follows.
-    pub fn connect(&mut self, now: Instant, peer: SocketAddr) -> Result<(), TurnError> {
-        self.require_allocated()?;
-        self.require_transport(true)?;
-        self.request(now, Request::Connect(peer), false);
-        Ok(())
-    }
-
-    /// The ConnectionBind for a fresh TCP connection to the server that
-    /// makes it the data connection of `connection_id`, signed with the
-    /// allocation's credentials.
-    pub fn data_bind(&mut self, connection_id: u32) -> Result<DataBind, TurnError> {
-        self.require_allocated()?;
-        self.require_transport(true)?;
-        let auth = self.auth.as_ref().ok_or(TurnError::NotAllocated {
-            server: self.config.server,
-        })?;
-        let id = TransactionId(self.rng.random());
-        Ok(DataBind::new(
-            self.config.server,
-            id,
-            connection_id,
-            (&self.config.username, &auth.realm, &auth.nonce),
-            auth.key,
-        ))
     }
 
     /// Appends to `out` what carries `payload` to `peer` through the
@@ -408,9 +409,6 @@ impl Client {
         };
         match message.class {
             Class::Indication if message.method == DATA => data_indication(message),
-            Class::Indication if message.method == CONNECTION_ATTEMPT => {
-                self.connection_attempt(&message)
-            }
             Class::Success | Class::Error => {
                 // An answer to an authenticated request must prove the key;
                 // a 401 or 438 cannot, and only makes us sign again.
@@ -516,41 +514,6 @@ impl Client {
         self.events.pop_front()
     }
 
-    fn require_transport(&self, tcp: bool) -> Result<(), TurnError> {
-        if self.config.tcp_relay == tcp {
-            return Ok(());
-        }
-        let wanted = if tcp { "TCP connections" } else { "datagrams" };
-        Err(TurnError::WrongTransport {
-            server: self.config.server,
-            wanted,
-        })
-    }
-
-    /// A peer connected to our TCP allocation's relayed address.
-    fn connection_attempt(&mut self, message: &Message) -> Input<'static> {
-        if !self.config.tcp_relay || self.require_allocated().is_err() {
-            return Input::Ignored;
-        }
-        let mut peer = None;
-        let mut connection_id = None;
-        for attribute in &message.attributes {
-            match attribute {
-                Attribute::XorPeerAddress(addr) => peer = Some(*addr),
-                Attribute::ConnectionId(id) => connection_id = Some(*id),
-                _ => {}
-            }
-        }
-        let (Some(peer), Some(connection_id)) = (peer, connection_id) else {
-            return Input::Ignored;
-        };
-        self.events.push_back(Event::ConnectionAttempt {
-            peer,
-            connection_id,
-        });
-        Input::Control
-    }
-
     fn require_allocated(&self) -> Result<(), TurnError> {
         match self.state {
             State::Allocated { .. } => Ok(()),
@@ -581,9 +544,8 @@ impl Client {
         let id = TransactionId(self.rng.random());
         let (method, attributes) = match request {
             Request::Allocate => {
-                let transport = if self.config.tcp_relay { TCP } else { UDP };
                 let mut attributes = vec![
-                    Attribute::RequestedTransport(transport),
+                    Attribute::RequestedTransport(UDP),
                     Attribute::Lifetime(self.lifetime_secs()),
                 ];
                 if self.config.family == Family::V6 {
@@ -603,7 +565,6 @@ impl Client {
                     Attribute::XorPeerAddress(peer),
                 ],
             ),
-            Request::Connect(peer) => (CONNECT, vec![Attribute::XorPeerAddress(peer)]),
         };
         let mut message = Message::new(Class::Request, method, id);
         message.attributes = attributes;
@@ -730,25 +691,6 @@ impl Client {
                     self.events.push_back(Event::PermissionCreated { peer: ip });
                 }
             }
-            Request::Connect(peer) => {
-                let id = message.attributes.iter().find_map(|a| match a {
-                    Attribute::ConnectionId(id) => Some(*id),
-                    _ => None,
-                });
-                self.events.push_back(match id {
-                    Some(connection_id) => Event::Connected {
-                        peer,
-                        connection_id,
-                    },
-                    None => Event::PeerFailed {
-                        peer: peer.ip(),
-                        error: TurnError::Malformed {
-                            server,
-                            why: "a Connect success without CONNECTION-ID",
-                        },
-                    },
-                });
-            }
             Request::Channel(peer, number) => {
                 let Some(channel) = self.channels.get_mut(&peer) else {
                     return;
@@ -810,10 +752,6 @@ impl Client {
                 self.permissions.remove(&ip);
                 self.events.push_back(Event::PeerFailed { peer: ip, error });
             }
-            Request::Connect(peer) => self.events.push_back(Event::PeerFailed {
-                peer: peer.ip(),
-                error,
-            }),
             Request::Channel(peer, number) => {
                 if self.channels.get(&peer).is_some_and(|c| !c.bound) {
                     self.channels.remove(&peer);

@@ -4,22 +4,15 @@
 //! * [`client`]: one allocation, its permissions and channels, refreshed
 //!   on an injected clock;
 //! * [`channel`]: the ChannelData framing, and cutting a TCP stream from
-//!   the server into messages;
-//! * [`data`]: the ConnectionBind that makes a TCP connection to the server
-//!   the data connection of one relayed TCP connection (RFC 6062);
-//! * [`error`]: why any of it failed, naming the server.
+//!   the server into messages.
 //!
 //! The attributes (LIFETIME, XOR-RELAYED-ADDRESS, ...) live with the other
 //! STUN attributes in [`crate::stun::attribute`].
 
 pub mod channel;
 pub mod client;
-pub mod data;
-pub mod error;
 
-pub use client::{Client, ClientConfig, Event, Family, Input};
-pub use data::{BindAnswer, DataBind};
-pub use error::TurnError;
+pub use client::{Client, ClientConfig, Event, Family, Input, TurnError};
 
 /// Allocate.
 pub const ALLOCATE: u16 = 0x003;
@@ -33,13 +26,5 @@ pub const DATA: u16 = 0x007;
 pub const CREATE_PERMISSION: u16 = 0x008;
 /// ChannelBind.
 pub const CHANNEL_BIND: u16 = 0x009;
-/// Connect (RFC 6062).
-pub const CONNECT: u16 = 0x00A;
-/// ConnectionBind (RFC 6062).
-pub const CONNECTION_BIND: u16 = 0x00B;
-/// ConnectionAttempt indication (RFC 6062).
-pub const CONNECTION_ATTEMPT: u16 = 0x00C;
 /// REQUESTED-TRANSPORT's value for UDP.
 pub const UDP: u8 = 17;
-/// REQUESTED-TRANSPORT's value for TCP (RFC 6062).
-pub const TCP: u8 = 6;
