@@ -93,10 +93,15 @@ impl Allocation {
             (Link::Udp(socket), Reader::Udp, None)
         };
         let client = Client::new(Instant::now().into_std(), config, rand::random());
+        let offload = match &link {
+            Link::Udp(socket) => quinn::udp::UdpSocketState::new(socket.into()).ok(),
+            Link::Stream(_) => None,
+        };
         let shared = Arc::new(Shared {
             client: Mutex::new(client),
             link,
             server,
+            offload,
             poke: Notify::new(),
         });
         let (events_tx, mut events) = mpsc::unbounded_channel();

@@ -18,6 +18,9 @@ pub(super) struct Shared {
     pub(super) client: Mutex<Client>,
     pub(super) link: Link,
     pub(super) server: SocketAddr,
+    /// The UDP link's segmentation offload: a transport's run of
+    /// equal-sized datagrams leaves in one send.
+    pub(super) offload: Option<quinn::udp::UdpSocketState>,
     /// Wakes the driver: a request was queued outside it.
     pub(super) poke: Notify,
 }

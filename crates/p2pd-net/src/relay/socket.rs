@@ -51,25 +51,71 @@ impl AsyncUdpSocket for RelaySocket {
     }
 
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        let segment = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
         let mut frame = Vec::with_capacity(transmit.contents.len() + 40);
-        if let Err(err) =
-            self.shared
-                .client()
-                .wrap(transmit.destination, transmit.contents, &mut frame)
+        let mut framed = Vec::new();
         {
-            // No channel or permission (yet, or any more): lost, as on a
-            // path that drops it; the transport resends or gives up.
-            tracing::trace!(%err, "relayed datagram dropped");
-            return Ok(());
+            let client = self.shared.client();
+            for datagram in transmit.contents.chunks(segment) {
+                let start = frame.len();
+                if let Err(err) = client.wrap(transmit.destination, datagram, &mut frame) {
+                    // No channel or permission (yet, or any more): lost, as
+                    // on a path that drops it; the transport resends or
+                    // gives up.
+                    tracing::trace!(%err, "relayed datagram dropped");
+                    return Ok(());
+                }
+                framed.push(frame.len() - start);
+            }
         }
         match &self.shared.link {
-            Link::Udp(socket) => socket.try_send_to(&frame, self.shared.server).map(drop),
+            Link::Udp(socket) => {
+                let server = self.shared.server;
+                let first = framed.first().copied().unwrap_or(0);
+                // One send when every frame but the last has the first's
+                // size (ChannelData on one channel), else one each.
+                let even = framed
+                    .split_last()
+                    .is_some_and(|(last, rest)| rest.iter().all(|&n| n == first) && *last <= first);
+                match &self.shared.offload {
+                    Some(offload) if even && framed.len() > 1 => {
+                        let out = quinn::udp::Transmit {
+                            destination: server,
+                            ecn: None,
+                            contents: &frame,
+                            segment_size: Some(first),
+                            src_ip: None,
+                        };
+                        socket.try_io(tokio::io::Interest::WRITABLE, || {
+                            offload.try_send(socket.into(), &out)
+                        })
+                    }
+                    _ => {
+                        let mut at = 0;
+                        for n in framed {
+                            socket.try_send_to(&frame[at..at + n], server)?;
+                            at += n;
+                        }
+                        Ok(())
+                    }
+                }
+            }
             // A full queue drops the datagram, as a full buffer would.
             Link::Stream(tx) => {
                 let _ = tx.try_send(frame);
                 Ok(())
             }
         }
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.shared
+            .offload
+            .as_ref()
+            .map_or(1, |offload| offload.max_gso_segments())
     }
 
     fn poll_recv(
