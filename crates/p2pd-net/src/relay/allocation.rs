@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::RelayError;
-use super::shared::{Datagram, Link, Shared};
+use super::shared::{Datagram, Link, Shared, UdpLink};
 use super::socket::RelaySocket;
 use crate::bind::{self, BindOptions};
 
@@ -90,18 +90,13 @@ impl Allocation {
             // Best effort: the kernel caps these at its own maximum.
             sock.set_recv_buffer_size(UDP_BUFFER).ok();
             sock.set_send_buffer_size(UDP_BUFFER).ok();
-            (Link::Udp(socket), Reader::Udp, None)
+            (Link::Udp(UdpLink::new(socket)), Reader::Udp, None)
         };
         let client = Client::new(Instant::now().into_std(), config, rand::random());
-        let offload = match &link {
-            Link::Udp(socket) => quinn::udp::UdpSocketState::new(socket.into()).ok(),
-            Link::Stream(_) => None,
-        };
         let shared = Arc::new(Shared {
             client: Mutex::new(client),
             link,
             server,
-            offload,
             poke: Notify::new(),
         });
         let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -244,9 +239,11 @@ impl Drop for Allocation {
             let mut client = self.shared.client();
             if !client.is_done() {
                 client.close(Instant::now().into_std());
-                if let Link::Udp(socket) = &self.shared.link {
+                if let Link::Udp(udp) = &self.shared.link {
                     while let Some(transmit) = client.poll_transmit() {
-                        let _ = socket.try_send_to(&transmit.payload, self.shared.server);
+                        let _ = udp
+                            .socket
+                            .try_send_to(&transmit.payload, self.shared.server);
                     }
                 }
             }
@@ -317,8 +314,8 @@ async fn drive(
 /// reader's buffer): its length.
 async fn read(shared: &Shared, reader: &mut Reader, buf: &mut [u8]) -> io::Result<usize> {
     match (reader, &shared.link) {
-        (Reader::Udp, Link::Udp(socket)) => loop {
-            let (len, from) = socket.recv_from(buf).await?;
+        (Reader::Udp, Link::Udp(udp)) => loop {
+            let (len, from) = udp.socket.recv_from(buf).await?;
             if from == shared.server {
                 return Ok(len);
             }
@@ -342,7 +339,8 @@ async fn flush(shared: &Shared) {
     let transmits: Vec<_> = std::iter::from_fn(|| shared.client().poll_transmit()).collect();
     for transmit in transmits {
         let sent = match &shared.link {
-            Link::Udp(socket) => socket
+            Link::Udp(udp) => udp
+                .socket
                 .send_to(&transmit.payload, transmit.dst)
                 .await
                 .map(drop),

@@ -68,7 +68,7 @@ where
     outer.set_nodelay(true)?;
     inner.set_nodelay(true)?;
     let (reading, abandoned) = watch::channel(());
-    let mut given_up = abandoned.clone();
+    let given_up = abandoned.clone();
     tokio::spawn(async move {
         let (mut inner_read, mut inner_write) = inner.into_split();
         let inbound = async {
@@ -103,7 +103,7 @@ where
             // The peer closes only once it has our bytes delivered.
             reason = connection.closed() => tracing::debug!(%reason, "relayed connection closed"),
             () = async {
-                dropped(&mut given_up).await;
+                dropped(given_up).await;
                 tokio::time::sleep(ABANDONED_LIMIT).await;
             } => tracing::debug!("the peer never said it has our bytes"),
         }
@@ -119,6 +119,6 @@ where
 }
 
 /// Returns once the [`Reading`] handle is dropped: nobody reads.
-async fn dropped(mut abandoned: impl std::borrow::BorrowMut<watch::Receiver<()>>) {
-    while abandoned.borrow_mut().changed().await.is_ok() {}
+async fn dropped(mut abandoned: watch::Receiver<()>) {
+    while abandoned.changed().await.is_ok() {}
 }

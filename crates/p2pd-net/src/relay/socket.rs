@@ -56,7 +56,7 @@ impl AsyncUdpSocket for RelaySocket {
             .unwrap_or(transmit.contents.len())
             .max(1);
         let mut frame = Vec::with_capacity(transmit.contents.len() + 40);
-        let mut framed = Vec::new();
+        let mut sizes = Vec::new();
         {
             let client = self.shared.client();
             for datagram in transmit.contents.chunks(segment) {
@@ -68,41 +68,11 @@ impl AsyncUdpSocket for RelaySocket {
                     tracing::trace!(%err, "relayed datagram dropped");
                     return Ok(());
                 }
-                framed.push(frame.len() - start);
+                sizes.push(frame.len() - start);
             }
         }
         match &self.shared.link {
-            Link::Udp(socket) => {
-                let server = self.shared.server;
-                let first = framed.first().copied().unwrap_or(0);
-                // One send when every frame but the last has the first's
-                // size (ChannelData on one channel), else one each.
-                let even = framed
-                    .split_last()
-                    .is_some_and(|(last, rest)| rest.iter().all(|&n| n == first) && *last <= first);
-                match &self.shared.offload {
-                    Some(offload) if even && framed.len() > 1 => {
-                        let out = quinn::udp::Transmit {
-                            destination: server,
-                            ecn: None,
-                            contents: &frame,
-                            segment_size: Some(first),
-                            src_ip: None,
-                        };
-                        socket.try_io(tokio::io::Interest::WRITABLE, || {
-                            offload.try_send(socket.into(), &out)
-                        })
-                    }
-                    _ => {
-                        let mut at = 0;
-                        for n in framed {
-                            socket.try_send_to(&frame[at..at + n], server)?;
-                            at += n;
-                        }
-                        Ok(())
-                    }
-                }
-            }
+            Link::Udp(udp) => udp.send_frames(self.shared.server, &frame, &sizes),
             // A full queue drops the datagram, as a full buffer would.
             Link::Stream(tx) => {
                 let _ = tx.try_send(frame);
@@ -112,10 +82,10 @@ impl AsyncUdpSocket for RelaySocket {
     }
 
     fn max_transmit_segments(&self) -> usize {
-        self.shared
-            .offload
-            .as_ref()
-            .map_or(1, |offload| offload.max_gso_segments())
+        match &self.shared.link {
+            Link::Udp(udp) => udp.max_segments(),
+            Link::Stream(_) => 1,
+        }
     }
 
     fn poll_recv(
@@ -182,7 +152,7 @@ impl fmt::Debug for Writable {
 impl UdpPoller for Writable {
     fn poll_writable(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.0.link {
-            Link::Udp(socket) => socket.poll_send_ready(cx),
+            Link::Udp(udp) => udp.socket.poll_send_ready(cx),
             Link::Stream(_) => Poll::Ready(Ok(())),
         }
     }

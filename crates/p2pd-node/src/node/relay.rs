@@ -146,14 +146,16 @@ pub(crate) async fn respond(
     } else {
         Family::V6
     };
-    let mut allocation = match timeout_at(deadline, allocate(shared, family)).await {
-        Ok(allocated) => allocated.map_err(refuse)?,
-        Err(elapsed) => return Err(refuse(late(elapsed))),
+    let bound = async {
+        let mut allocation = allocate(shared, family).await?;
+        allocation.bind(theirs).await?;
+        Ok(allocation)
     };
-    match timeout_at(deadline, allocation.bind(theirs)).await {
-        Ok(bound) => bound.map_err(|e| refuse(e.into()))?,
-        Err(elapsed) => return Err(refuse(late(elapsed))),
-    }
+    let allocation = timeout_at(deadline, bound)
+        .await
+        .map_err(late)
+        .and_then(|bound| bound)
+        .map_err(refuse)?;
     let body = Body::RelayAnswer {
         token: token.to_string(),
         relayed: allocation.relayed(),

@@ -8,7 +8,9 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use p2pd_lab::Lab;
-use p2pd_lab::topology::{BROKER1_V4, BROKER2_V4, NTP_V4, STUN_V4, TURN_PORT, TURN_USER, TURN_V4};
+use p2pd_lab::topology::{
+    BROKER1_V4, BROKER2_V4, MQTT_PORT, NTP_V4, STUN_V4, TURN_PORT, TURN_USER, TURN_V4,
+};
 use p2pd_node::Node;
 use p2pd_node::config::{NodeConfig, Role, Strategy};
 use p2pd_node::servers::{TurnServer, TurnTransport};
@@ -37,9 +39,17 @@ fn config(role: Role, strategy: Strategy) -> NodeConfig {
     config.role = role;
     config.brokers = [BROKER1_V4, BROKER2_V4]
         .iter()
-        .map(|ip| format!("mqtt://{ip}:1883").parse().expect("broker url"))
+        .map(|ip| {
+            format!("mqtt://{ip}:{MQTT_PORT}")
+                .parse()
+                .expect("broker url")
+        })
         .collect();
-    config.stun_servers = vec![format!("{STUN_V4}:3490").parse().expect("stun")];
+    config.stun_servers = vec![
+        format!("{STUN_V4}:{}", super::STUN_PORTS.0)
+            .parse()
+            .expect("stun"),
+    ];
     config.ntp_servers = vec![format!("{NTP_V4}:123").parse().expect("ntp")];
     config.turn_servers = vec![TurnServer {
         address: format!("{TURN_V4}:{TURN_PORT}").parse().expect("turn"),

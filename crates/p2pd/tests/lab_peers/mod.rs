@@ -18,7 +18,7 @@ use p2pd_lab::{Lab, LabSpec, Service};
 use serde_json::Value;
 
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
-const STUN_PORTS: (u16, u16) = (3490, 3491);
+pub(crate) const STUN_PORTS: (u16, u16) = (3490, 3491);
 
 pub(crate) fn lab(spec: LabSpec) -> Lab {
     let mut lab = Lab::up(&spec).expect("lab");
