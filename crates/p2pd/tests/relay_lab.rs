@@ -2,7 +2,8 @@
 //! NATs on both sides (no direct path, no punch) connect through it, alone
 //! and as the last of every strategy, over UDP and TCP to the server;
 //! 10 MB each way arrive intact, at a throughput printed beside direct's in
-//! the same lab.
+//! the same lab. Both sides allocate behind NATs; a side that needs no
+//! translation takes the relay without an allocation of its own.
 
 mod lab_peers;
 
@@ -40,6 +41,12 @@ fn relay_alone(transport: &str) -> f64 {
         );
         times.push(outcome.info["ms"].as_f64().expect("ms"));
     }
+    // Behind NATs on both sides, each side allocates.
+    assert_eq!(
+        allocations(&lab),
+        2 * TRIES,
+        "allocations for {TRIES} relays"
+    );
     times.sort_by(f64::total_cmp);
     times[TRIES / 2]
 }
@@ -90,9 +97,12 @@ fn ten_megabytes_each_way_through_the_relay_beside_direct() {
         .nat(Side::B, NatKind::None);
     let lab = lab_with_turn(spec, "udp");
     let direct = echo_through(&lab, "a", "b", Strategy::Direct, BULK);
+    let before = allocations(&lab);
     let relay = echo_through(&lab, "a", "b", Strategy::Relay, BULK);
     assert_eq!(direct.strategy, Strategy::Direct);
     assert_eq!(relay.strategy, Strategy::Relay);
+    // B needs no translation: A's allocation relays straight to it.
+    assert_eq!(allocations(&lab) - before, 1, "allocations for one relay");
     let mbit = |bps: f64| bps * 8.0 / 1e6;
     println!(
         "10 MB each way: direct {:.0} Mbit/s, relay {:.0} Mbit/s each way; relay/direct {:.2}",
@@ -100,4 +110,12 @@ fn ten_megabytes_each_way_through_the_relay_beside_direct() {
         mbit(relay.bytes_per_sec),
         relay.bytes_per_sec / direct.bytes_per_sec
     );
+}
+
+/// Allocations coturn has granted so far.
+fn allocations(lab: &p2pd_lab::Lab) -> usize {
+    let log = std::fs::read_to_string(lab.dir().join("coturn-turn.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("ALLOCATE processed, success"))
+        .count()
 }

@@ -74,6 +74,8 @@ impl Lab {
                     "--log-file",
                     "stdout",
                     "--simple-log",
+                    // Session events, for tests that count allocations.
+                    "--verbose",
                     "--listening-ip",
                     &ip,
                     "--relay-ip",

@@ -20,15 +20,12 @@ use tokio::time::Instant;
 use super::RelayError;
 use super::shared::{Datagram, Link, Shared, UdpLink};
 use super::socket::RelaySocket;
-use crate::bind::{self, BindOptions};
 
 /// Peer datagrams waiting for the transport above; more are dropped, as a
 /// full socket buffer would drop them (QUIC resends).
 const INCOMING_DEPTH: usize = 4096;
 /// Frames waiting for the TCP link to the server; more are dropped.
 const OUTGOING_DEPTH: usize = 4096;
-/// Socket buffers of the UDP link: a transport's bursts fit.
-const UDP_BUFFER: usize = 4 << 20;
 
 /// An allocation on a TURN server: where peers reach us, and the channels
 /// to them.
@@ -81,15 +78,10 @@ impl Allocation {
                 SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
                 SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
             };
-            let socket =
-                bind::udp(any, &BindOptions::default()).map_err(|e| RelayError::Connect {
-                    server,
-                    source: io::Error::other(e),
-                })?;
-            let sock = socket2::SockRef::from(&socket);
-            // Best effort: the kernel caps these at its own maximum.
-            sock.set_recv_buffer_size(UDP_BUFFER).ok();
-            sock.set_send_buffer_size(UDP_BUFFER).ok();
+            let socket = super::datagram_socket(any).map_err(|e| RelayError::Connect {
+                server,
+                source: io::Error::other(e),
+            })?;
             (Link::Udp(UdpLink::new(socket)), Reader::Udp, None)
         };
         let client = Client::new(Instant::now().into_std(), config, rand::random());

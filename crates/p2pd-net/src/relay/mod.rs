@@ -22,7 +22,9 @@ pub mod socket;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::bind::{self, BindError, BindOptions};
 
 pub use allocation::Allocation;
 pub use bridge::Reading;
@@ -56,6 +58,10 @@ pub enum RelayError {
     Quic(String),
 }
 
+/// Socket buffers of the datagram sockets under QUIC: a transport's bursts
+/// fit (the kernel caps them at its own maximum).
+const UDP_BUFFER: usize = 4 << 20;
+
 /// After a relayed stream ends, how long its close frame and the deletion
 /// of its allocation may take.
 const CLOSE_LIMIT: Duration = Duration::from_secs(1);
@@ -73,7 +79,7 @@ pub async fn open_stream(
     })?;
     let endpoint = quic::client(socket)?;
     let (connection, send, recv) = quic::open(&endpoint, peer).await?;
-    splice(connection, (send, recv), endpoint, allocation).await
+    splice(connection, (send, recv), endpoint, Some(allocation)).await
 }
 
 /// [`open_stream`] for the answering side: QUIC as the server, taking the
@@ -88,19 +94,50 @@ pub async fn accept_stream(
     })?;
     let endpoint = quic::server(socket)?;
     let (connection, send, recv) = quic::accept(&endpoint, peer).await?;
-    splice(connection, (send, recv), endpoint, allocation).await
+    splice(connection, (send, recv), endpoint, Some(allocation)).await
+}
+
+/// [`accept_stream`] without an allocation of our own, for an answerer
+/// whose address needs no translation: the peer's allocation relays
+/// between its relayed address `peer` and `socket`, a plain UDP socket
+/// whose address the peer was told. One pass through the TURN server
+/// instead of two, and the kernel's UDP offloads on our side.
+pub async fn accept_unrelayed(
+    socket: UdpSocket,
+    peer: SocketAddr,
+) -> Result<(TcpStream, Reading), RelayError> {
+    let socket = socket
+        .into_std()
+        .and_then(|socket| quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket))
+        .map_err(|e| RelayError::Quic(format!("the UDP socket: {e}")))?;
+    let endpoint = quic::server(socket)?;
+    let (connection, send, recv) = quic::accept(&endpoint, peer).await?;
+    splice(connection, (send, recv), endpoint, None).await
+}
+
+/// A UDP socket on `addr` for QUIC's datagrams, to a TURN server or (for
+/// [`accept_unrelayed`]) from a peer's allocation, with room for bursts.
+pub fn datagram_socket(addr: SocketAddr) -> Result<UdpSocket, BindError> {
+    let socket = bind::udp(addr, &BindOptions::default())?;
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: a smaller buffer drops more of a burst, nothing worse.
+    sock.set_recv_buffer_size(UDP_BUFFER).ok();
+    sock.set_send_buffer_size(UDP_BUFFER).ok();
+    Ok(socket)
 }
 
 async fn splice(
     connection: quinn::Connection,
     streams: (quinn::SendStream, quinn::RecvStream),
     endpoint: quinn::Endpoint,
-    allocation: Allocation,
+    allocation: Option<Allocation>,
 ) -> Result<(TcpStream, Reading), RelayError> {
-    let closed = |(endpoint, allocation): (quinn::Endpoint, Allocation)| async move {
+    let closed = |(endpoint, allocation): (quinn::Endpoint, Option<Allocation>)| async move {
         // The close frame goes out before the allocation goes.
         let _ = tokio::time::timeout(CLOSE_LIMIT, endpoint.wait_idle()).await;
-        allocation.close(CLOSE_LIMIT).await;
+        if let Some(allocation) = allocation {
+            allocation.close(CLOSE_LIMIT).await;
+        }
     };
     bridge::splice(connection, streams, (endpoint, allocation), closed)
         .await

@@ -425,8 +425,8 @@ impl Actor {
 
     /// A relay request: answer it, if its address is the signer's own and
     /// the relay limits allow it. The answer costs an allocation on our
-    /// TURN server; it sends nothing to the asker's relayed address but
-    /// QUIC answers.
+    /// TURN server, unless one of our addresses needs no translation; it
+    /// sends nothing to the asker's relayed address but QUIC answers.
     fn on_relay(&mut self, from: NodeId, token: &str, addr: &str, theirs: std::net::SocketAddr) {
         let (Ok(asker), Ok(token)) = (addr.parse::<PeerAddr>(), token.parse::<ReverseToken>())
         else {
@@ -441,10 +441,11 @@ impl Actor {
             tracing::debug!(%from, "relay refused: too many");
             return;
         };
+        let ours = self.parts.addr.borrow().clone();
         let shared = self.parts.shared.clone();
         let hooks = shared.hooks.subscribe();
         let answered = async move {
-            relay::respond(&shared, &asker, token, theirs, hooks)
+            relay::respond(&shared, &ours, &asker, token, theirs, hooks)
                 .await
                 .map_err(|e| e.to_string())
         };

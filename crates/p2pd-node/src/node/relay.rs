@@ -21,6 +21,7 @@ use p2pd_proto::addr::PeerAddr;
 use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::signal::Body;
 use p2pd_proto::turn::{ClientConfig, Family};
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 
@@ -123,6 +124,7 @@ fn reading_while_open(pipe: Pipe, reading: relay::Reading) -> Pipe {
 /// peer's, or why not (a refusal has been sent back).
 pub(crate) async fn respond(
     shared: &Shared,
+    ours: &PeerAddr,
     asker: &PeerAddr,
     token: ReverseToken,
     theirs: SocketAddr,
@@ -141,29 +143,29 @@ pub(crate) async fn respond(
     let limit = limit(shared);
     let deadline = Instant::now() + limit;
     let late = |_| RelayFailed::NoAnswer(limit);
-    let family = if theirs.is_ipv4() {
-        Family::V4
-    } else {
-        Family::V6
+    let answer = |relayed| {
+        let body = Body::RelayAnswer {
+            token: token.to_string(),
+            relayed,
+        };
+        shared.send_signal(asker, body);
     };
-    let bound = async {
-        let mut allocation = allocate(shared, family).await?;
-        allocation.bind(theirs).await?;
-        Ok(allocation)
+    let accepted = match unrelayed_socket(ours, theirs) {
+        Some((socket, here)) => {
+            answer(here);
+            timeout_at(deadline, relay::accept_unrelayed(socket, theirs)).await
+        }
+        None => {
+            let allocation = timeout_at(deadline, bound_allocation(shared, theirs))
+                .await
+                .map_err(late)
+                .and_then(|bound| bound)
+                .map_err(refuse)?;
+            answer(allocation.relayed());
+            timeout_at(deadline, relay::accept_stream(allocation, theirs)).await
+        }
     };
-    let allocation = timeout_at(deadline, bound)
-        .await
-        .map_err(late)
-        .and_then(|bound| bound)
-        .map_err(refuse)?;
-    let body = Body::RelayAnswer {
-        token: token.to_string(),
-        relayed: allocation.relayed(),
-    };
-    shared.send_signal(asker, body);
-    let (stream, reading) = timeout_at(deadline, relay::accept_stream(allocation, theirs))
-        .await
-        .map_err(late)??;
+    let (stream, reading) = accepted.map_err(late)??;
     // Counted against the asker's relayed address, not the loopback.
     let greeted = timeout_at(deadline, shared.acceptor.greet_from(stream, Some(theirs))).await;
     let Ok(Some((stream, layer))) = greeted else {
@@ -185,6 +187,41 @@ pub(crate) async fn respond(
         })
         .map_err(|e| RelayFailed::NotThePeer(e.to_string()))?;
     Ok(reading_while_open(pipe, reading))
+}
+
+/// An allocation of our own, bound to the asker's relayed address.
+async fn bound_allocation(shared: &Shared, theirs: SocketAddr) -> Result<Allocation, RelayFailed> {
+    let family = if theirs.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    };
+    let mut allocation = allocate(shared, family).await?;
+    allocation.bind(theirs).await?;
+    Ok(allocation)
+}
+
+/// A UDP socket, and its address, on one of our addresses that needs no
+/// translation in the family of `theirs`, if we have one: the asker's
+/// allocation relays to it as it is, so we need none of our own.
+fn unrelayed_socket(ours: &PeerAddr, theirs: SocketAddr) -> Option<(UdpSocket, SocketAddr)> {
+    let ip = ours
+        .endpoints()
+        .find(|e| e.nat.is_open() && e.external.is_ipv4() == theirs.is_ipv4())?
+        .external;
+    let bound = relay::datagram_socket(SocketAddr::new(ip, 0))
+        .map_err(|e| e.to_string())
+        .and_then(|socket| {
+            // Opens a stateful filter in front of us to the asker's
+            // relayed address; the TURN server drops it (no permission
+            // yet).
+            let _ = socket.try_send_to(&[], theirs);
+            let here = socket.local_addr().map_err(|e| e.to_string())?;
+            Ok((socket, here))
+        });
+    bound
+        .inspect_err(|err| tracing::debug!(%err, %ip, "no unrelayed socket"))
+        .ok()
 }
 
 /// An allocation on the first configured server that grants one; the last
