@@ -441,11 +441,14 @@ impl Actor {
             tracing::debug!(%from, "relay refused: too many");
             return;
         };
-        let ours = self.parts.addr.borrow().clone();
+        // Before discovery ends every entry looks untranslated: trusted
+        // only after.
+        let discovered = self.parts.status.borrow().discovered;
+        let ours = discovered.then(|| self.parts.addr.borrow().clone());
         let shared = self.parts.shared.clone();
         let hooks = shared.hooks.subscribe();
         let answered = async move {
-            relay::respond(&shared, &ours, &asker, token, theirs, hooks)
+            relay::respond(&shared, ours.as_ref(), &asker, token, theirs, hooks)
                 .await
                 .map_err(|e| e.to_string())
         };

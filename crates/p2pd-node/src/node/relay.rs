@@ -124,7 +124,7 @@ fn reading_while_open(pipe: Pipe, reading: relay::Reading) -> Pipe {
 /// peer's, or why not (a refusal has been sent back).
 pub(crate) async fn respond(
     shared: &Shared,
-    ours: &PeerAddr,
+    ours: Option<&PeerAddr>,
     asker: &PeerAddr,
     token: ReverseToken,
     theirs: SocketAddr,
@@ -201,11 +201,15 @@ async fn bound_allocation(shared: &Shared, theirs: SocketAddr) -> Result<Allocat
     Ok(allocation)
 }
 
-/// A UDP socket, and its address, on one of our addresses that needs no
-/// translation in the family of `theirs`, if we have one: the asker's
-/// allocation relays to it as it is, so we need none of our own.
-fn unrelayed_socket(ours: &PeerAddr, theirs: SocketAddr) -> Option<(UdpSocket, SocketAddr)> {
-    let ip = ours
+/// A UDP socket, and its address, on one of our addresses (`ours`, once
+/// discovery has ended) that needs no translation in the family of
+/// `theirs`, if we have one: the asker's allocation relays to it as it
+/// is, so we need none of our own.
+fn unrelayed_socket(
+    ours: Option<&PeerAddr>,
+    theirs: SocketAddr,
+) -> Option<(UdpSocket, SocketAddr)> {
+    let ip = ours?
         .endpoints()
         .find(|e| e.nat.is_open() && e.external.is_ipv4() == theirs.is_ipv4())?
         .external;
