@@ -95,6 +95,19 @@ impl Candidates {
         }
     }
 
+    /// The external IPs of served local addresses that STUN found with no
+    /// translation in front of them: a peer's TURN allocation can relay to
+    /// them as they are. An address STUN has not measured is left out,
+    /// though the address shows it as open until then.
+    pub(crate) fn untranslated(&self) -> Vec<IpAddr> {
+        (0..self.locals.len())
+            .filter(|&n| self.is_served(n))
+            .filter_map(|n| self.reflexive[n])
+            .filter(|r| r.nat.is_open())
+            .map(|r| r.external)
+            .collect()
+    }
+
     /// The address: an entry per served local address (at most
     /// [`MAX_ENTRIES`] per family), its external IP and NAT as discovered.
     pub(crate) fn address(&self, brokers: &[u8], id: NodeId) -> PeerAddr {
@@ -180,6 +193,7 @@ mod tests {
         let before = c.address(&[], ID).ipv4[0];
         assert_eq!(before.external, before.internal);
         assert_eq!(before.nat, NatType::Open);
+        assert!(c.untranslated().is_empty(), "not measured yet");
 
         let delta = Delta {
             kind: DeltaType::Independent,

@@ -425,8 +425,9 @@ impl Actor {
 
     /// A relay request: answer it, if its address is the signer's own and
     /// the relay limits allow it. The answer costs an allocation on our
-    /// TURN server, unless one of our addresses needs no translation; it
-    /// sends nothing to the asker's relayed address but QUIC answers.
+    /// TURN server, unless STUN found one of our addresses untranslated;
+    /// it sends the asker's relayed address nothing but QUIC answers and,
+    /// from such an address, one empty datagram that opens our filter.
     fn on_relay(&mut self, from: NodeId, token: &str, addr: &str, theirs: std::net::SocketAddr) {
         let (Ok(asker), Ok(token)) = (addr.parse::<PeerAddr>(), token.parse::<ReverseToken>())
         else {
@@ -441,14 +442,11 @@ impl Actor {
             tracing::debug!(%from, "relay refused: too many");
             return;
         };
-        // Before discovery ends every entry looks untranslated: trusted
-        // only after.
-        let discovered = self.parts.status.borrow().discovered;
-        let ours = discovered.then(|| self.parts.addr.borrow().clone());
+        let untranslated = self.parts.candidates.untranslated();
         let shared = self.parts.shared.clone();
         let hooks = shared.hooks.subscribe();
         let answered = async move {
-            relay::respond(&shared, ours.as_ref(), &asker, token, theirs, hooks)
+            relay::respond(&shared, &untranslated, &asker, token, theirs, hooks)
                 .await
                 .map_err(|e| e.to_string())
         };

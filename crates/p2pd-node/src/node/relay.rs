@@ -2,7 +2,9 @@
 //! server from the config, the relayed addresses exchanged over signaling,
 //! a channel to the peer's, QUIC between the two allocations, and the
 //! connection handshake on its stream, which then becomes a pipe like any
-//! other (`p2pd_net::relay` has the layers).
+//! other (`p2pd_net::relay` has the layers). An answerer that STUN found
+//! untranslated answers from a plain UDP socket of its own in place of B,
+//! without an allocation.
 //!
 //! ```text
 //!  asker                                   answerer
@@ -11,7 +13,7 @@
 //!  QUIC to B, open the stream, handshake ▶ accept from A, greet: the asker's key and token?
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use p2pd_net::handshake::{self, Asking};
@@ -124,7 +126,7 @@ fn reading_while_open(pipe: Pipe, reading: relay::Reading) -> Pipe {
 /// peer's, or why not (a refusal has been sent back).
 pub(crate) async fn respond(
     shared: &Shared,
-    ours: Option<&PeerAddr>,
+    untranslated: &[IpAddr],
     asker: &PeerAddr,
     token: ReverseToken,
     theirs: SocketAddr,
@@ -150,7 +152,7 @@ pub(crate) async fn respond(
         };
         shared.send_signal(asker, body);
     };
-    let accepted = match unrelayed_socket(ours, theirs) {
+    let accepted = match unrelayed_socket(untranslated, theirs) {
         Some((socket, here)) => {
             answer(here);
             timeout_at(deadline, relay::accept_unrelayed(socket, theirs)).await
@@ -201,18 +203,16 @@ async fn bound_allocation(shared: &Shared, theirs: SocketAddr) -> Result<Allocat
     Ok(allocation)
 }
 
-/// A UDP socket, and its address, on one of our addresses (`ours`, once
-/// discovery has ended) that needs no translation in the family of
-/// `theirs`, if we have one: the asker's allocation relays to it as it
-/// is, so we need none of our own.
+/// A UDP socket, and its address, on one of our `untranslated` IPs in the
+/// family of `theirs`, if we have one: the asker's allocation relays to it
+/// as it is, so we need none of our own.
 fn unrelayed_socket(
-    ours: Option<&PeerAddr>,
+    untranslated: &[IpAddr],
     theirs: SocketAddr,
 ) -> Option<(UdpSocket, SocketAddr)> {
-    let ip = ours?
-        .endpoints()
-        .find(|e| e.nat.is_open() && e.external.is_ipv4() == theirs.is_ipv4())?
-        .external;
+    let ip = *untranslated
+        .iter()
+        .find(|ip| ip.is_ipv4() == theirs.is_ipv4())?;
     let bound = relay::datagram_socket(SocketAddr::new(ip, 0))
         .map_err(|e| e.to_string())
         .and_then(|socket| {
