@@ -55,7 +55,70 @@ fn coturn(test: &str, extra: &[&str]) -> Option<Coturn> {
         p2pd_lab::report_skip(test, "needs coturn (scripts/test installs it as root)");
         return None;
     }
-    let port = free_port();
+    // The port is free when picked but not reserved: another test's
+    // socket can take it before coturn binds. A coturn that does not
+    // answer on every address it should is started again on another.
+    for _ in 0..3 {
+        let coturn = start(free_port(), extra);
+        let udp = ["127.0.0.1", "[::1]"]
+            .iter()
+            .all(|ip| answers_binding(&format!("{ip}:{}", coturn.port)));
+        if udp && answers_binding_over_tcp(coturn.port) {
+            return Some(coturn);
+        }
+    }
+    panic!("coturn did not answer STUN on 127.0.0.1 and ::1 in three starts");
+}
+
+/// A STUN Binding request: type 1, no attributes, the magic cookie, an id.
+fn binding_request() -> Vec<u8> {
+    let mut request = vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    request.extend_from_slice(&rand::random::<[u8; 12]>());
+    request
+}
+
+/// Whether `answer` answers `request` (the same transaction id).
+fn is_answer(request: &[u8], answer: &[u8]) -> bool {
+    answer.len() >= 20 && answer[8..20] == request[8..20]
+}
+
+/// Whether a STUN Binding request over UDP to `addr` is answered.
+fn answers_binding(addr: &str) -> bool {
+    let local = if addr.starts_with('[') {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let Ok(socket) = std::net::UdpSocket::bind(local) else {
+        return false;
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(500)));
+    let request = binding_request();
+    let mut buf = [0u8; 1500];
+    (0..4).any(|_| {
+        socket.send_to(&request, addr).is_ok()
+            && socket
+                .recv(&mut buf)
+                .is_ok_and(|n| is_answer(&request, &buf[..n]))
+    })
+}
+
+/// Whether a STUN Binding request over TCP to 127.0.0.1 is answered: the
+/// listener there is coturn's, not another test's.
+fn answers_binding_over_tcp(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = binding_request();
+    let mut header = [0u8; 20];
+    stream.write_all(&request).is_ok()
+        && stream.read_exact(&mut header).is_ok()
+        && is_answer(&request, &header)
+}
+
+fn start(port: u16, extra: &[&str]) -> Coturn {
     let dir = std::env::temp_dir().join(format!("p2pd-coturn-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let port_s = port.to_string();
@@ -109,7 +172,7 @@ fn coturn(test: &str, extra: &[&str]) -> Option<Coturn> {
         assert!(Instant::now() < deadline, "coturn did not start listening");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(coturn)
+    coturn
 }
 
 fn config(server: SocketAddr, stream: bool, password: &str) -> ClientConfig {
