@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use p2pd_net::relay::{Allocation, RelayError, bridge, quic};
-use p2pd_proto::turn::{ClientConfig, Family, TurnError};
+use p2pd_proto::turn::{ClientConfig, Family};
 use relay_common::{data, data_of, exchange};
 
 const TURNSERVER: &str = "/usr/bin/turnserver";
@@ -193,25 +193,12 @@ fn config(server: SocketAddr, stream: bool, password: &str) -> ClientConfig {
     }
 }
 
-/// The first allocation on a coturn just started. Under load (seen once
-/// in CI, over TCP) coturn can leave its first request unanswered while its
-/// relay threads come up, so a time-out is retried, twice at most; any
-/// other error fails the test.
-async fn first_allocation(config: ClientConfig) -> Allocation {
-    for _ in 0..2 {
-        match Allocation::open(config.clone()).await {
-            Ok(allocation) => return allocation,
-            Err(RelayError::Turn(TurnError::TimedOut { .. })) => continue,
-            Err(err) => panic!("allocate a: {err:?}"),
-        }
-    }
-    Allocation::open(config).await.expect("allocate a")
-}
-
 /// Two allocations that bind each other, QUIC between them, and `size`
 /// bytes each way; returns the seconds the exchange took.
 async fn relayed_exchange(server: SocketAddr, stream: bool, size: usize) -> f64 {
-    let mut a = first_allocation(config(server, stream, "test")).await;
+    let mut a = Allocation::open(config(server, stream, "test"))
+        .await
+        .expect("allocate a");
     let mut b = Allocation::open(config(server, stream, "test"))
         .await
         .expect("allocate b");

@@ -19,7 +19,7 @@ pub mod quic;
 mod shared;
 pub mod socket;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UdpSocket};
@@ -53,6 +53,9 @@ pub enum RelayError {
         /// The server.
         server: SocketAddr,
     },
+    /// No socket for the relayed datagrams.
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The QUIC connection over the relay failed.
     #[error("QUIC over the relay: {0}")]
     Quic(String),
@@ -97,27 +100,52 @@ pub async fn accept_stream(
     splice(connection, (send, recv), endpoint, Some(allocation)).await
 }
 
-/// [`accept_stream`] without an allocation of our own, for an answerer
-/// whose address needs no translation: the peer's allocation relays
-/// between its relayed address `peer` and `socket`, a plain UDP socket
-/// whose address the peer was told. One pass through the TURN server
-/// instead of two, and the kernel's UDP offloads on our side.
-pub async fn accept_unrelayed(
-    socket: UdpSocket,
+/// The answering side of a relay without an allocation of its own, for an
+/// answerer whose address needs no translation: the peer's allocation
+/// relays between its relayed address and this plain UDP socket, whose
+/// address the peer is told. One pass through the TURN server instead of
+/// two, and the kernel's UDP offloads on our side.
+#[derive(Debug)]
+pub struct Unrelayed {
+    endpoint: quinn::Endpoint,
     peer: SocketAddr,
-) -> Result<(TcpStream, Reading), RelayError> {
-    let socket = socket
-        .into_std()
-        .and_then(|socket| quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket))
-        .map_err(|e| RelayError::Quic(format!("the UDP socket: {e}")))?;
-    let endpoint = quic::server(socket)?;
-    let (connection, send, recv) = quic::accept(&endpoint, peer).await?;
-    splice(connection, (send, recv), endpoint, None).await
+}
+
+impl Unrelayed {
+    /// A QUIC server on a new socket on `ip`, for `peer`'s relayed address
+    /// alone. Built before the peer hears of it, so a failure is known
+    /// while the peer can still be told. One empty datagram to `peer`
+    /// opens a stateful filter in front of us; the TURN server drops it
+    /// (no permission yet).
+    pub fn bind(ip: IpAddr, peer: SocketAddr) -> Result<Self, RelayError> {
+        let socket = datagram_socket(SocketAddr::new(ip, 0))?;
+        let _ = socket.try_send_to(&[], peer);
+        let socket = socket
+            .into_std()
+            .and_then(|socket| quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket))
+            .map_err(|e| RelayError::Quic(format!("the UDP socket: {e}")))?;
+        let endpoint = quic::server(socket)?;
+        Ok(Self { endpoint, peer })
+    }
+
+    /// The address to tell the peer.
+    pub fn local_addr(&self) -> Result<SocketAddr, RelayError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| RelayError::Quic(format!("the UDP socket: {e}")))
+    }
+
+    /// [`accept_stream`] on this socket: the connection from the peer's
+    /// relayed address alone.
+    pub async fn accept(self) -> Result<(TcpStream, Reading), RelayError> {
+        let (connection, send, recv) = quic::accept(&self.endpoint, self.peer).await?;
+        splice(connection, (send, recv), self.endpoint, None).await
+    }
 }
 
 /// A UDP socket on `addr` for QUIC's datagrams, to a TURN server or (for
-/// [`accept_unrelayed`]) from a peer's allocation, with room for bursts.
-pub fn datagram_socket(addr: SocketAddr) -> Result<UdpSocket, BindError> {
+/// [`Unrelayed`]) from a peer's allocation, with room for bursts.
+fn datagram_socket(addr: SocketAddr) -> Result<UdpSocket, BindError> {
     let socket = bind::udp(addr, &BindOptions::default())?;
     let sock = socket2::SockRef::from(&socket);
     // Best effort: a smaller buffer drops more of a burst, nothing worse.

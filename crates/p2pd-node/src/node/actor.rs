@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::binds::{self, Binds};
 use super::command::{Command, RelayAnswer};
-use super::dialback::{Admission, Answered, DialBack, Here, dialable, is_offline};
+use super::dialback::{Admission, Answered, DialBack, Here, dialable, is_offline, reachable};
 use super::limits::Keyed;
 use super::punch;
 use super::relay;
@@ -423,8 +423,9 @@ impl Actor {
         serve_answered(from, "punched", permits, answered, self.stop.clone());
     }
 
-    /// A relay request: answer it, if its address is the signer's own and
-    /// the relay limits allow it. The answer costs an allocation on our
+    /// A relay request: answer it, if its address is the signer's own, its
+    /// relayed address one a peer may make us send to, and the relay
+    /// limits allow it. The answer costs an allocation on our
     /// TURN server, unless STUN found one of our addresses untranslated;
     /// it sends the asker's relayed address nothing but QUIC answers and,
     /// from such an address, one empty datagram that opens our filter.
@@ -436,6 +437,20 @@ impl Actor {
         };
         if asker.node_id != from {
             tracing::debug!(%from, "relay request refused: not the signer's address");
+            return;
+        }
+        // Judged, and then used, as the address it is: an IPv4-mapped one
+        // is IPv4.
+        let theirs = std::net::SocketAddr::new(theirs.ip().to_canonical(), theirs.port());
+        let externals: Vec<std::net::IpAddr> = self
+            .parts
+            .addr
+            .borrow()
+            .endpoints()
+            .map(|e| e.external)
+            .collect();
+        if theirs.port() == 0 || !reachable(theirs.ip(), is_offline(&externals)) {
+            tracing::debug!(%from, %theirs, "relay request refused: not a relayed address");
             return;
         }
         let Some(permits) = self.relay_slots.take(from) else {

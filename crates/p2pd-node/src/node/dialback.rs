@@ -180,22 +180,25 @@ impl Answered {
     }
 }
 
-/// Whether a reverse request may make us dial `asker`'s address: never
-/// multicast, broadcast or unspecified addresses, and loopback only when
-/// this node itself is on loopback alone (`offline`: same machine);
-/// otherwise a stranger could point us at services on this host.
-/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they are.
+/// Whether a reverse request may make us dial `asker`'s address: see
+/// [`reachable`].
 pub(crate) fn dialable(asker: &PeerAddr, offline: bool) -> bool {
-    let broadcast = IpAddr::from([255, 255, 255, 255]);
-    asker.endpoints().all(|e| {
-        [e.external, e.internal].iter().all(|ip| {
-            let ip = ip.to_canonical();
-            !ip.is_unspecified()
-                && !ip.is_multicast()
-                && ip != broadcast
-                && (offline || !ip.is_loopback())
-        })
-    })
+    asker
+        .endpoints()
+        .all(|e| reachable(e.external, offline) && reachable(e.internal, offline))
+}
+
+/// Whether a peer may make us send to `ip`: never multicast, broadcast or
+/// unspecified addresses, and loopback only when this node itself is on
+/// loopback alone (`offline`: same machine); otherwise a stranger could
+/// point us at services on this host. IPv4-mapped IPv6 addresses are
+/// judged as the IPv4 address they are.
+pub(crate) fn reachable(ip: IpAddr, offline: bool) -> bool {
+    let ip = ip.to_canonical();
+    !ip.is_unspecified()
+        && !ip.is_multicast()
+        && ip != IpAddr::from([255, 255, 255, 255])
+        && (offline || !ip.is_loopback())
 }
 
 /// What a dial-back needs.
@@ -285,6 +288,18 @@ mod tests {
         format!("-[0,{ip},{ip},4000,1,1,0]-0-{ID}")
             .parse()
             .expect("valid")
+    }
+
+    #[test]
+    fn relayed_addresses_are_judged_as_dial_backs_are() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(reachable(ip("192.168.2.2"), false), "a lab's TURN relay");
+        assert!(reachable(ip("2001:db8::7"), false));
+        assert!(!reachable(ip("::ffff:127.0.0.1"), false));
+        assert!(reachable(ip("::1"), true));
+        assert!(!reachable(ip("::"), true));
+        assert!(!reachable(ip("ff02::1"), false));
+        assert!(!reachable(ip("::ffff:255.255.255.255"), false));
     }
 
     #[test]

@@ -18,12 +18,11 @@ use std::time::Duration;
 
 use p2pd_net::handshake::{self, Asking};
 use p2pd_net::pipe::{Pipe, PipeConfig};
-use p2pd_net::relay::{self, Allocation, RelayError};
+use p2pd_net::relay::{self, Allocation, RelayError, Unrelayed};
 use p2pd_proto::addr::PeerAddr;
 use p2pd_proto::connect::ReverseToken;
 use p2pd_proto::signal::Body;
 use p2pd_proto::turn::{ClientConfig, Family};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 
@@ -152,10 +151,10 @@ pub(crate) async fn respond(
         };
         shared.send_signal(asker, body);
     };
-    let accepted = match unrelayed_socket(untranslated, theirs) {
-        Some((socket, here)) => {
+    let accepted = match unrelayed(untranslated, theirs) {
+        Some((unrelayed, here)) => {
             answer(here);
-            timeout_at(deadline, relay::accept_unrelayed(socket, theirs)).await
+            timeout_at(deadline, unrelayed.accept()).await
         }
         None => {
             let allocation = timeout_at(deadline, bound_allocation(shared, theirs))
@@ -203,26 +202,17 @@ async fn bound_allocation(shared: &Shared, theirs: SocketAddr) -> Result<Allocat
     Ok(allocation)
 }
 
-/// A UDP socket, and its address, on one of our `untranslated` IPs in the
-/// family of `theirs`, if we have one: the asker's allocation relays to it
-/// as it is, so we need none of our own.
-fn unrelayed_socket(
-    untranslated: &[IpAddr],
-    theirs: SocketAddr,
-) -> Option<(UdpSocket, SocketAddr)> {
+/// A relay's answering end, and its address, on one of our `untranslated`
+/// IPs in the family of `theirs`, if we have one and it binds: the
+/// asker's allocation relays to it as it is, so we need none of our own.
+fn unrelayed(untranslated: &[IpAddr], theirs: SocketAddr) -> Option<(Unrelayed, SocketAddr)> {
     let ip = *untranslated
         .iter()
         .find(|ip| ip.is_ipv4() == theirs.is_ipv4())?;
-    let bound = relay::datagram_socket(SocketAddr::new(ip, 0))
-        .map_err(|e| e.to_string())
-        .and_then(|socket| {
-            // Opens a stateful filter in front of us to the asker's
-            // relayed address; the TURN server drops it (no permission
-            // yet).
-            let _ = socket.try_send_to(&[], theirs);
-            let here = socket.local_addr().map_err(|e| e.to_string())?;
-            Ok((socket, here))
-        });
+    let bound = Unrelayed::bind(ip, theirs).and_then(|unrelayed| {
+        let here = unrelayed.local_addr()?;
+        Ok((unrelayed, here))
+    });
     bound
         .inspect_err(|err| tracing::debug!(%err, %ip, "no unrelayed socket"))
         .ok()
