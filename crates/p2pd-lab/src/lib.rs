@@ -1,5 +1,7 @@
 //! Test support for p2pd: Linux network namespaces joined by veth links, in
-//! which integration tests run real sockets (and, later, real NAT routers).
+//! which integration tests run real sockets behind real NAT routers
+//! (nftables; [`NatKind`]), some of them serving port mappings with
+//! miniupnpd ([`LabSpec::portmap`]).
 //!
 //! Everything made here is torn down by `Drop`, so a failing or panicking
 //! test leaves nothing behind. Names carry the process id and a counter, so
@@ -104,6 +106,10 @@ pub enum LabError {
         /// What it printed.
         log: String,
     },
+    /// The spec asks for a lab this crate cannot build (such as port
+    /// mapping on a router that does not translate).
+    #[error("unsupported lab: {0}")]
+    Unsupported(String),
     /// The kernel has no `netem` queueing discipline, so latency cannot be
     /// emulated.
     #[error("tc netem is not available: {0}")]

@@ -16,10 +16,33 @@
 //!   router itself and towards the LAN, so no RST or ICMP error ever answers
 //!   an unsolicited SYN (RFC 5382; a RST would kill a TCP punch). IPv6 is
 //!   never translated, only filtered.
+//!
+//! A router that runs miniupnpd ([`crate::SideSpec::portmap`]) gets
+//! [`NatKind::portmap_ruleset`]: the same rules plus the chains miniupnpd's
+//! nftables backend writes into (it never creates them itself), a hole for
+//! the STUN test it runs on itself, and no translation of its own traffic.
 
 use std::fmt::{self, Write};
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+
+use crate::topology::{STUN_ALT_V4, STUN_PORT, STUN_V4};
+
+/// The `inet` table whose regular chain [`UPNP_FORWARD_CHAIN`] receives
+/// miniupnpd's filter rules (miniupnpd's `upnp_table_name`): the routers'
+/// own filter table, so its accepts come before the filter's drop.
+pub const UPNP_FILTER_TABLE: &str = "p2pd_fw";
+/// The chain of [`UPNP_FILTER_TABLE`] for miniupnpd's accepts
+/// (`upnp_forward_chain`), jumped to for packets from the WAN.
+pub const UPNP_FORWARD_CHAIN: &str = "upnp_forward";
+/// The `inet` table of miniupnpd's NAT rules (`upnp_nat_table_name`): its
+/// base chains run before the router kind's own NAT chains, so a mapping's
+/// DNAT (and a PCP PEER's SNAT) wins over them.
+pub const UPNP_NAT_TABLE: &str = "p2pd_upnp";
+/// miniupnpd's DNAT rules, one per mapping (`upnp_nat_chain`).
+pub const UPNP_PREROUTING_CHAIN: &str = "upnp_prerouting";
+/// miniupnpd's SNAT rules for PCP PEER (`upnp_nat_postrouting_chain`).
+pub const UPNP_POSTROUTING_CHAIN: &str = "upnp_postrouting";
 
 /// How a lab router treats traffic between its LAN and the internet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,20 +95,65 @@ impl NatKind {
         !matches!(self, NatKind::None | NatKind::UdpFirewall)
     }
 
+    /// Whether a router of this kind can run miniupnpd
+    /// ([`crate::SideSpec::portmap`]): every kind that translates. (A
+    /// mapping on a router that does not translate would be a second,
+    /// needless public address for a host that has one.)
+    pub fn supports_portmap(self) -> bool {
+        self.translates()
+    }
+
     /// The nftables ruleset that makes a router of this kind, given its WAN
     /// address; `None` for a plain router.
     pub fn ruleset(self, wan: Ipv4Addr) -> Option<String> {
         if self == NatKind::None {
             return None;
         }
-        let mut rules = String::from(FIREWALL);
+        let mut rules = firewall(false);
         if self.translates() {
-            rules.push_str(&self.nat_table(wan));
+            rules.push_str(&self.nat_table(wan, false));
         }
         Some(rules)
     }
 
-    fn nat_table(self, wan: Ipv4Addr) -> String {
+    /// The ruleset of a router of this kind that runs miniupnpd: the rules
+    /// of [`NatKind::ruleset`], plus
+    ///
+    /// * the chains miniupnpd writes into ([`UPNP_FORWARD_CHAIN`] in
+    ///   [`UPNP_FILTER_TABLE`]; [`UPNP_PREROUTING_CHAIN`] and
+    ///   [`UPNP_POSTROUTING_CHAIN`] in [`UPNP_NAT_TABLE`], hooked before the
+    ///   kind's own NAT chains). Mapped traffic passes the filter as DNAT-ed
+    ///   traffic does for every kind (`ct status dnat accept`);
+    /// * UDP from the lab's STUN server (both addresses, both ports) to the
+    ///   router itself accepted: miniupnpd's STUN test (`ext_perform_stun`)
+    ///   asks for answers from the other address and port, which are not
+    ///   replies to conntrack;
+    /// * the router's own traffic (source: its WAN address) left
+    ///   untranslated, so a symmetric kind does not change the STUN test's
+    ///   ports and make miniupnpd refuse every mapping.
+    ///
+    /// `None` when the kind does not translate
+    /// ([`NatKind::supports_portmap`]).
+    pub fn portmap_ruleset(self, wan: Ipv4Addr) -> Option<String> {
+        if !self.supports_portmap() {
+            return None;
+        }
+        let mut rules = firewall(true);
+        rules.push_str(&self.nat_table(wan, true));
+        let _ = write!(
+            rules,
+            "table inet {UPNP_NAT_TABLE} {{\n\
+             \x20 chain prerouting {{ type nat hook prerouting priority dstnat - 10; policy accept;\n\
+             \x20   meta nfproto ipv4 jump {UPNP_PREROUTING_CHAIN}\n  }}\n\
+             \x20 chain {UPNP_PREROUTING_CHAIN} {{\n  }}\n\
+             \x20 chain postrouting {{ type nat hook postrouting priority srcnat - 10; policy accept;\n\
+             \x20   meta nfproto ipv4 jump {UPNP_POSTROUTING_CHAIN}\n  }}\n\
+             \x20 chain {UPNP_POSTROUTING_CHAIN} {{\n  }}\n}}\n"
+        );
+        Some(rules)
+    }
+
+    fn nat_table(self, wan: Ipv4Addr, portmap: bool) -> String {
         let mut t = String::from("table ip p2pd_nat {\n");
         let cone = matches!(self, NatKind::FullCone | NatKind::RestrictedCone);
         if cone {
@@ -147,32 +215,55 @@ impl NatKind {
             | NatKind::RestrictedCone
             | NatKind::PortRestrictedCone => String::new(),
         };
+        // The router's own packets keep their address and port.
+        let own = if portmap {
+            format!("    oifname \"wan\" ip saddr {wan} accept\n")
+        } else {
+            String::new()
+        };
         let _ = write!(
             t,
             "  chain outbound {{ type nat hook postrouting priority srcnat; policy accept;\n\
-             {translate}    oifname \"wan\" snat ip to {wan}\n  }}\n}}\n"
+             {own}{translate}    oifname \"wan\" snat ip to {wan}\n  }}\n}}\n"
         );
         t
     }
 }
 
 /// The stateful filter every kind but `none` has, for IPv4 and IPv6: replies
-/// and DNAT-ed (cone) traffic pass, ICMP for the router itself passes
-/// (neighbour discovery needs it), everything else from the WAN is dropped
-/// without an answer.
-const FIREWALL: &str = "table inet p2pd_fw {
-  chain input { type filter hook input priority filter; policy accept;
+/// and DNAT-ed (cone or mapped) traffic pass, ICMP for the router itself
+/// passes (neighbour discovery needs it), everything else from the WAN is
+/// dropped without an answer. With `portmap`, also the STUN server's UDP to
+/// the router and miniupnpd's forward chain.
+fn firewall(portmap: bool) -> String {
+    let (stun_hole, upnp_chain, upnp_jump) = if portmap {
+        (
+            format!(
+                "    iifname \"wan\" ip saddr {{ {STUN_V4}, {STUN_ALT_V4} }} udp sport {{ {STUN_PORT}, {} }} accept\n",
+                STUN_PORT + 1
+            ),
+            format!("  chain {UPNP_FORWARD_CHAIN} {{\n  }}\n"),
+            format!("    iifname \"wan\" jump {UPNP_FORWARD_CHAIN}\n"),
+        )
+    } else {
+        (String::new(), String::new(), String::new())
+    };
+    format!(
+        "table inet {UPNP_FILTER_TABLE} {{
+  chain input {{ type filter hook input priority filter; policy accept;
     iifname \"wan\" ct state established,related accept
-    iifname \"wan\" meta l4proto { icmp, ipv6-icmp } accept
-    iifname \"wan\" drop
-  }
-  chain forward { type filter hook forward priority filter; policy accept;
+    iifname \"wan\" meta l4proto {{ icmp, ipv6-icmp }} accept
+{stun_hole}    iifname \"wan\" drop
+  }}
+{upnp_chain}  chain forward {{ type filter hook forward priority filter; policy accept;
     iifname \"wan\" ct state established,related accept
-    iifname \"wan\" ct status dnat accept
+{upnp_jump}    iifname \"wan\" ct status dnat accept
     iifname \"wan\" drop
-  }
+  }}
+}}
+"
+    )
 }
-";
 
 impl fmt::Display for NatKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -249,6 +340,33 @@ mod tests {
         assert!(restricted.contains("th dport . ip saddr @peers dnat"));
         let port_restricted = NatKind::PortRestrictedCone.ruleset(WAN).expect("rules");
         assert!(!port_restricted.contains("@cone"));
+    }
+
+    #[test]
+    fn portmap_rules_add_miniupnpd_chains_and_the_stun_hole() {
+        assert_eq!(NatKind::None.portmap_ruleset(WAN), None);
+        assert_eq!(NatKind::UdpFirewall.portmap_ruleset(WAN), None);
+        let plain = NatKind::PortRestrictedCone.ruleset(WAN).expect("rules");
+        assert!(!plain.contains("upnp") && !plain.contains("3479"));
+        for kind in NatKind::ALL.into_iter().filter(|k| k.supports_portmap()) {
+            let rules = kind.portmap_ruleset(WAN).expect("rules");
+            for needle in [
+                "table inet p2pd_fw",
+                "chain upnp_forward",
+                "jump upnp_forward",
+                "table inet p2pd_upnp",
+                "chain upnp_prerouting",
+                "chain upnp_postrouting",
+                "ip saddr { 198.18.0.2, 198.18.0.12 } udp sport { 3478, 3479 } accept",
+                "oifname \"wan\" ip saddr 198.18.1.1 accept",
+            ] {
+                assert!(rules.contains(needle), "{kind}: no `{needle}` in\n{rules}");
+            }
+            // The router's own traffic is exempt before any translation.
+            let own = rules.find("ip saddr 198.18.1.1 accept").expect("own");
+            let snat = rules.find("snat ip to").expect("snat");
+            assert!(own < snat, "{kind}");
+        }
     }
 
     #[test]

@@ -9,9 +9,14 @@
 //!   [cgnat-a] 198.18.1.1          (optional)       [cgnat-b] 198.18.2.1
 //!        | 100.64.1.0/24                                | 100.64.2.0/24
 //!   [router-a] WAN 198.18.1.1 (or 100.64.1.2)      [router-b] WAN 198.18.2.1 (or 100.64.2.2)
-//!        | 192.168.1.0/24, fd00:1::/64                  | 192.168.2.0/24, fd00:2::/64
+//!        | LAN .1: 192.168.1.0/24, fd00:1::/64          | 192.168.2.0/24, fd00:2::/64
 //!      a .2 (a2 .3, ...)                              b .2 (b2 .3, ...)
 //! ```
+//!
+//! A router with port mapping ([`crate::LabSpec::portmap`]) runs miniupnpd
+//! on its LAN address (192.168.1.1 / 192.168.2.1): UPnP IGD over HTTP on
+//! [`UPNP_HTTP_PORT`] (SSDP on 239.255.255.250:1900), NAT-PMP and PCP on UDP
+//! [`NATPMP_PORT`]. Mappings are on the router's WAN address.
 //!
 //! The internet uses the benchmark range 198.18.0.0/15 and ULA fd00::/8, so
 //! nothing in the lab looks "global": p2pd must trust what STUN reports.
@@ -74,6 +79,12 @@ pub const STUN_PORT: u16 = 3478;
 pub const MQTT_PORT: u16 = 1883;
 /// Port of the TURN service.
 pub const TURN_PORT: u16 = 3478;
+/// TCP port of miniupnpd's UPnP IGD (HTTP: descriptions and SOAP) on a
+/// port-mapping router's LAN address; the root description is
+/// `http://<router>:5000/rootDesc.xml`.
+pub const UPNP_HTTP_PORT: u16 = 5000;
+/// UDP port of NAT-PMP and PCP on a port-mapping router's LAN address.
+pub const NATPMP_PORT: u16 = 5351;
 /// TURN long-term credential user, password and realm.
 pub const TURN_USER: (&str, &str, &str) = ("test", "test", "lab");
 

@@ -6,6 +6,7 @@
 //!   bind::udp / bind::tcp_listener / bind::tcp_socket --> tokio sockets
 //!   pipe::Pipe::{connect, listen} --> messages to queues, callbacks, forwards, streams
 //!   daemon::Daemon::listen_all --> many server pipes, one set of callbacks
+//!   portmap::Mapper::start --> a port on the gateway, renewed until closed
 //! ```
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod handshake;
 pub mod interfaces;
 pub mod ntp;
 pub mod pipe;
+pub mod portmap;
 pub mod punch;
 pub mod relay;
 pub mod stun;

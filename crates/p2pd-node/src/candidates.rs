@@ -4,15 +4,17 @@
 //! ```text
 //! binds (host candidates) ──┐
 //! STUN discovery (reflexive)├─► Candidates ─► PeerAddr (one entry per served local address)
-//! later: port mapping, TURN ┘
+//! port mapping (mapped)    ┘
 //! ```
 //!
 //! A host candidate is a local address the node server listens on; a
 //! server-reflexive one is what a STUN server saw of that address from
 //! outside. Until discovery has answered, an entry's external IP is the
-//! local IP itself.
+//! local IP itself. A port the gateway forwards to us (port mapping) gives
+//! the entry its external IP until STUN has answered, and an entry of its
+//! own when the gateway picked another port than ours.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use p2pd_proto::addr::{Endpoint, MAX_ENTRIES, NodeId, PeerAddr};
 use p2pd_proto::stun::behavior::{Delta, NatType};
@@ -43,6 +45,7 @@ pub(crate) struct Candidates {
     locals: Vec<Local>,
     served: Vec<Served>,
     reflexive: Vec<Option<Reflexive>>,
+    mapped: Vec<Option<SocketAddr>>,
     port: u16,
 }
 
@@ -54,6 +57,7 @@ impl Candidates {
             locals,
             served: vec![Served::default(); n],
             reflexive: vec![None; n],
+            mapped: vec![None; n],
             port: 0,
         }
     }
@@ -92,6 +96,14 @@ impl Candidates {
     pub(crate) fn set_reflexive(&mut self, local: usize, reflexive: Reflexive) {
         if let Some(slot) = self.reflexive.get_mut(local) {
             *slot = Some(reflexive);
+        }
+    }
+
+    /// Records the external address the gateway forwards to
+    /// `locals[local]`'s port, or that it forwards none (any more).
+    pub(crate) fn set_mapped(&mut self, local: usize, external: Option<SocketAddr>) {
+        if let Some(slot) = self.mapped.get_mut(local) {
+            *slot = external;
         }
     }
 
@@ -135,14 +147,31 @@ impl Candidates {
                 _ => local.ip,
             };
             let reflexive = self.reflexive[n];
-            family.push(Endpoint {
+            let mapped = self.mapped[n];
+            let entry = Endpoint {
                 if_index: local.if_index,
-                external: reflexive.map_or(local.ip, |r| r.external),
+                external: reflexive
+                    .map(|r| r.external)
+                    .or(mapped.map(|m| m.ip()))
+                    .unwrap_or(local.ip),
                 internal,
                 port: self.port,
                 nat: reflexive.map_or(NatType::Open, |r| r.nat),
                 delta: reflexive.map_or(Delta::NOT_APPLICABLE, |r| r.delta),
-            });
+            };
+            family.push(entry);
+            // DESIGN.md's "Peer address": another port than ours gets an
+            // entry of its own, after the entry it stands beside.
+            if let Some(mapped) = mapped
+                && (mapped.ip(), mapped.port()) != (entry.external, entry.port)
+                && family.len() < MAX_ENTRIES
+            {
+                family.push(Endpoint {
+                    external: mapped.ip(),
+                    port: mapped.port(),
+                    ..entry
+                });
+            }
         }
         addr
     }
@@ -211,6 +240,37 @@ mod tests {
         assert_eq!(after.external, "198.18.0.9".parse::<IpAddr>().expect("ip"));
         assert_eq!(after.internal, before.internal);
         assert_eq!((after.nat, after.delta), (NatType::Symmetric, delta));
+    }
+
+    #[test]
+    fn a_mapped_port_gives_the_external_ip_and_an_entry_of_its_own_when_it_differs() {
+        let mut c = Candidates::new(vec![local(0, "192.168.1.2", None)]);
+        c.serve(0, false, 4000);
+        c.set_mapped(0, Some("198.18.1.1:4000".parse().expect("addr")));
+        let same = c.address(&[], ID).ipv4;
+        assert_eq!(same.len(), 1, "the listen port itself is forwarded");
+        assert_eq!(
+            same[0].external,
+            "198.18.1.1".parse::<IpAddr>().expect("ip")
+        );
+
+        c.set_reflexive(
+            0,
+            Reflexive {
+                external: "198.18.1.1".parse().expect("ip"),
+                nat: NatType::PortRestricted,
+                delta: Delta::NOT_APPLICABLE,
+            },
+        );
+        c.set_mapped(0, Some("198.18.1.1:31000".parse().expect("addr")));
+        let other = c.address(&[], ID).ipv4;
+        assert_eq!(other.len(), 2);
+        assert_eq!((other[0].port, other[1].port), (4000, 31000));
+        assert_eq!(other[1].internal, other[0].internal);
+        assert_eq!(other[1].nat, NatType::PortRestricted);
+
+        c.set_mapped(0, None);
+        assert_eq!(c.address(&[], ID).ipv4.len(), 1, "a lost mapping goes");
     }
 
     #[test]

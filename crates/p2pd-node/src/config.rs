@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use p2pd_net::portmap::{Protocol as PortmapProtocol, UnknownProtocol};
 pub use p2pd_proto::connect::{Budgets, Strategy, UnknownStrategy};
 
 use crate::defaults;
@@ -48,6 +49,9 @@ pub struct NodeConfig {
     pub turn_servers: Vec<TurnServer>,
     /// Strategies and their budgets.
     pub connect: ConnectConfig,
+    /// Port-mapping protocols to ask the gateway with, all at once; empty
+    /// (the library's default) asks nobody.
+    pub portmap: Vec<PortmapProtocol>,
 }
 
 impl NodeConfig {
@@ -66,6 +70,15 @@ impl NodeConfig {
         match self.role {
             Role::Server => true,
             Role::Client => self.connect.strategies.contains(&Strategy::Punch),
+        }
+    }
+
+    /// The protocols the node maps its port with: a server's, since only
+    /// a server is dialled.
+    pub(crate) fn maps_ports(&self) -> &[PortmapProtocol] {
+        match self.role {
+            Role::Server => &self.portmap,
+            Role::Client => &[],
         }
     }
 

@@ -230,3 +230,111 @@ pub fn turn_input(data: &[u8]) {
     );
     assert_eq!(client.relayed(), Some(relayed));
 }
+
+/// Port mapping: a gateway's answer in either format decodes or is
+/// refused, and what decodes (requests too) re-encodes to the same value;
+/// a client of each protocol, asking or mapped, takes the bytes without
+/// panicking, ignores them from a stranger, and keeps a granted mapping
+/// whatever the gateway says (only time or an unreachable port lose it).
+pub fn portmap_response(data: &[u8]) {
+    use crate::portmap::{Client, ClientConfig, Event, Protocol, Transport, natpmp, pcp};
+    use std::time::{Duration, Instant};
+
+    if let Ok(response) = natpmp::Response::decode(data) {
+        assert_eq!(natpmp::Response::decode(&response.encode()), Ok(response));
+    }
+    if let Ok(response) = pcp::Response::decode(data) {
+        assert_eq!(pcp::Response::decode(&response.encode()), Ok(response));
+    }
+    if let Ok(request) = natpmp::Request::decode(data) {
+        assert_eq!(natpmp::Request::decode(&request.encode()), Ok(request));
+    }
+    if let Ok(request) = pcp::Request::decode(data) {
+        assert_eq!(pcp::Request::decode(&request.encode()), Ok(request));
+    }
+    let gateway = "192.168.1.1:5351".parse().expect("literal");
+    let stranger = "192.168.1.9:5351".parse().expect("literal");
+    let external = std::net::Ipv4Addr::new(198, 18, 0, 7);
+    let now = Instant::now();
+    let grant = |protocol: Protocol| -> Vec<Vec<u8>> {
+        match protocol {
+            Protocol::NatPmp => vec![
+                natpmp::Response {
+                    result: natpmp::ResultCode::Success,
+                    epoch: 1000,
+                    body: natpmp::Body::ExternalAddress(external),
+                }
+                .encode(),
+                natpmp::Response {
+                    result: natpmp::ResultCode::Success,
+                    epoch: 1000,
+                    body: natpmp::Body::Map(natpmp::Mapping {
+                        transport: Transport::Udp,
+                        internal_port: 4433,
+                        external_port: 4433,
+                        lifetime: 7200,
+                    }),
+                }
+                .encode(),
+            ],
+            Protocol::Pcp => vec![
+                pcp::Response {
+                    result: pcp::ResultCode::Success,
+                    lifetime: 7200,
+                    epoch: 1000,
+                    map: Some(pcp::Map {
+                        nonce: [7; 12],
+                        transport: Transport::Udp,
+                        internal_port: 4433,
+                        external_port: 4433,
+                        external_ip: external.into(),
+                    }),
+                }
+                .encode(),
+            ],
+        }
+    };
+    for protocol in [Protocol::NatPmp, Protocol::Pcp] {
+        for granted in [false, true] {
+            let config = ClientConfig {
+                protocol,
+                gateway,
+                internal: "192.168.1.20:4433".parse().expect("literal"),
+                transport: Transport::Udp,
+                lifetime: Duration::from_secs(7200),
+                tries: 4,
+                nonce: [7; 12],
+            };
+            let mut client = Client::new(now, config);
+            if granted {
+                for answer in grant(protocol) {
+                    client.handle_datagram(now, gateway, &answer);
+                }
+                assert!(client.mapped().is_some(), "the grant was not taken");
+            }
+            while client.poll_transmit().is_some() {}
+            while client.poll_event().is_some() {}
+            let timeout = client.poll_timeout();
+            client.handle_datagram(now, stranger, data);
+            assert!(matches!(client.poll_event(), Some(Event::Ignored(_))));
+            assert_eq!(client.poll_event(), None);
+            assert!(client.poll_transmit().is_none());
+            assert_eq!(client.poll_timeout(), timeout);
+
+            let later = now + Duration::from_secs(1);
+            client.handle_datagram(later, gateway, data);
+            while client.poll_transmit().is_some() {}
+            while client.poll_event().is_some() {}
+            if granted {
+                assert!(client.mapped().is_some(), "an answer dropped the mapping");
+            }
+            if let Some(at) = client.poll_timeout() {
+                client.handle_timeout(at);
+            }
+            client.close(later);
+            client.handle_datagram(later, gateway, data);
+            while client.poll_transmit().is_some() {}
+            while client.poll_event().is_some() {}
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod connect;
 pub mod fuzz;
 pub mod handshake;
 pub mod ntp;
+pub mod portmap;
 pub mod punch;
 pub mod route;
 pub mod signal;

@@ -56,8 +56,9 @@ fn help_lists_the_subcommands() {
 fn rest_on_a_taken_port_is_a_one_line_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let listen = taken.local_addr().expect("addr").to_string();
-    let file =
-        config_file("[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n");
+    let file = config_file(
+        "[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n[portmap]\nprotocols = []\n",
+    );
     let runtime = tempfile::tempdir().expect("runtime dir");
     let out = Command::new(env!("CARGO_BIN_EXE_p2pd"))
         .args(["--config", file.path(), "rest", "--listen", &listen])

@@ -232,12 +232,13 @@ fn start_our_server(lab: &mut Lab, name: &str, primary: IpAddr, alternate: IpAdd
     }
 }
 
-/// A config that names no public server.
+/// A config that names no public server, and asks no gateway for a port
+/// (the port-mapping lab tests do).
 fn config_file(lab: &Lab) -> String {
     let path = lab.dir().join("p2pd.toml");
     std::fs::write(
         &path,
-        "[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n",
+        "[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n[portmap]\nprotocols = []\n",
     )
     .expect("write config");
     path.display().to_string()

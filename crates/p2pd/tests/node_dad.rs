@@ -56,7 +56,7 @@ fn a_node_started_during_dad_serves_its_addresses_once_they_are_usable() {
     let config = dir.path().join("p2pd.toml");
     std::fs::write(
         &config,
-        "[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n",
+        "[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n[portmap]\nprotocols = []\n",
     )
     .expect("config");
     let config = config.display().to_string();

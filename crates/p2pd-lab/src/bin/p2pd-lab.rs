@@ -58,6 +58,13 @@ struct LabArgs {
     /// Put a CGNAT of this kind in front of side B's router.
     #[arg(long, value_name = "KIND")]
     cgnat_b: Option<NatKind>,
+    /// Run miniupnpd (UPnP IGD, NAT-PMP, PCP) on side A's router (needs a
+    /// translating kind; starts stun too).
+    #[arg(long)]
+    portmap_a: bool,
+    /// Run miniupnpd (UPnP IGD, NAT-PMP, PCP) on side B's router.
+    #[arg(long)]
+    portmap_b: bool,
     /// Hosts on side A's LAN.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=50))]
     hosts_a: u8,
@@ -84,6 +91,12 @@ impl LabArgs {
         }
         if let Some(kind) = self.cgnat_b {
             spec = spec.cgnat(Side::B, kind);
+        }
+        if self.portmap_a {
+            spec = spec.portmap(Side::A);
+        }
+        if self.portmap_b {
+            spec = spec.portmap(Side::B);
         }
         for service in &self.services {
             spec = spec.service(*service);
@@ -141,18 +154,29 @@ fn up(args: &LabArgs) -> Result<Lab, String> {
     let lab = Lab::up(&args.spec()).map_err(|e| e.to_string())?;
     let _ = writeln!(
         std::io::stderr(),
-        "lab up in {} ms: A {}{}, B {}{}",
+        "lab up in {} ms: A {}{}{}, B {}{}{}",
         lab.up_time().as_millis(),
         args.nat_a,
+        portmap_note(args.portmap_a, Side::A),
         args.cgnat_a
             .map(|k| format!(" behind CGNAT {k}"))
             .unwrap_or_default(),
         args.nat_b,
+        portmap_note(args.portmap_b, Side::B),
         args.cgnat_b
             .map(|k| format!(" behind CGNAT {k}"))
             .unwrap_or_default(),
     );
     Ok(lab)
+}
+
+/// ` with miniupnpd on 192.168.1.1` when the side's router maps ports.
+fn portmap_note(on: bool, side: Side) -> String {
+    if on {
+        format!(" with miniupnpd on {}", side.lan_v4(1))
+    } else {
+        String::new()
+    }
 }
 
 fn run(args: &LabArgs, host: &str, command: &[String]) -> Result<ExitCode, String> {

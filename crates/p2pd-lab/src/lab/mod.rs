@@ -1,9 +1,12 @@
 //! A whole lab: the fake internet, its public hosts and services, and two
-//! private sides behind routers of a chosen kind. See [`crate::topology`] for
-//! the drawing and addresses.
+//! private sides behind routers of a chosen kind, optionally running
+//! miniupnpd so LAN hosts can map ports (UPnP IGD, NAT-PMP, PCP;
+//! [`LabSpec::portmap`]). See [`crate::topology`] for the drawing and
+//! addresses.
 
 mod daemons;
 mod network;
+mod portmap;
 mod services;
 mod spec;
 
@@ -16,8 +19,10 @@ pub use spec::{LabSpec, Service, SideSpec};
 
 use crate::LabError;
 use crate::netns::{self, Netns};
+use crate::topology::Side;
 use daemons::Daemon;
 
+/// A running lab. Dropping it (or [`Lab::down`]) stops its processes and
 /// deletes its namespaces.
 #[derive(Debug)]
 pub struct Lab {
@@ -28,9 +33,28 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Builds the lab described by `spec`.
+    /// Builds the lab described by `spec`: the network, then the services,
+    /// then miniupnpd on the routers with [`SideSpec::portmap`] (which
+    /// starts [`Service::CoturnStun`] even when `spec` does not list it).
     pub fn up(spec: &LabSpec) -> Result<Lab, LabError> {
         let started = Instant::now();
+        let portmap: Vec<Side> = Side::BOTH
+            .into_iter()
+            .filter(|side| spec.side(*side).portmap)
+            .collect();
+        for side in &portmap {
+            let kind = spec.side(*side).nat;
+            if !kind.supports_portmap() {
+                return Err(LabError::Unsupported(format!(
+                    "port mapping on {}: a {kind} router does not translate",
+                    side.router_name()
+                )));
+            }
+        }
+        let mut services = spec.services.clone();
+        if !portmap.is_empty() && !services.contains(&Service::CoturnStun) {
+            services.insert(0, Service::CoturnStun);
+        }
         let dir = std::env::temp_dir().join(format!("{}-lab", netns::unique_name()));
         fs::create_dir_all(&dir).map_err(|e| LabError::Io {
             what: format!("creating {}", dir.display()),
@@ -43,8 +67,11 @@ impl Lab {
             up_time: Duration::ZERO,
         };
         lab.build(spec)?;
-        for service in &spec.services {
-            lab.start(*service)?;
+        for service in services {
+            lab.start(service)?;
+        }
+        for side in portmap {
+            lab.start_portmap(side)?;
         }
         lab.up_time = started.elapsed();
         Ok(lab)

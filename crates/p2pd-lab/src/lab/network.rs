@@ -1,6 +1,7 @@
 //! Building a lab's network: namespaces, veth links, addresses, routes, the
-//! routers' NAT rules and optional latency, laid out as a [`Plan`] of `ip`
-//! commands first so each namespace gets one batch.
+//! routers' NAT rules (with miniupnpd's chains on port-mapping routers) and
+//! optional latency, laid out as a [`Plan`] of `ip` commands first so each
+//! namespace gets one batch.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,9 +73,9 @@ impl Lab {
                 Some(_) => (side.cgnat_inside_v4(true), Some(side.internet_v4())),
                 None => (side.internet_v4(), None),
             };
-            self.load_rules(&side.router_name(), s.nat, router_wan)?;
+            self.load_rules(&side.router_name(), s.nat, router_wan, s.portmap)?;
             if let (Some(kind), Some(wan)) = (s.cgnat, cgnat_wan) {
-                self.load_rules(&side.cgnat_name(), kind, wan)?;
+                self.load_rules(&side.cgnat_name(), kind, wan, false)?;
             }
         }
         if let Some(delay) = spec.latency {
@@ -114,8 +115,14 @@ impl Lab {
         router: &str,
         kind: NatKind,
         wan: std::net::Ipv4Addr,
+        portmap: bool,
     ) -> Result<(), LabError> {
-        let Some(rules) = kind.ruleset(wan) else {
+        let rules = if portmap {
+            kind.portmap_ruleset(wan)
+        } else {
+            kind.ruleset(wan)
+        };
+        let Some(rules) = rules else {
             return Ok(());
         };
         self.host(router)

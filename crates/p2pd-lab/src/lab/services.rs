@@ -135,7 +135,7 @@ impl Lab {
     }
 }
 
-fn write_file(path: &Path, text: &str) -> Result<(), LabError> {
+pub(super) fn write_file(path: &Path, text: &str) -> Result<(), LabError> {
     fs::write(path, text).map_err(|source| LabError::Io {
         what: format!("writing {}", path.display()),
         source,

@@ -15,6 +15,9 @@ pub struct SideSpec {
     pub cgnat: Option<NatKind>,
     /// Hosts on the LAN (at least 1): `a`, `a2`, ...
     pub hosts: usize,
+    /// The home router runs miniupnpd (UPnP IGD, NAT-PMP and PCP), so LAN
+    /// hosts can ask it for port mappings; see [`LabSpec::portmap`].
+    pub portmap: bool,
 }
 
 impl Default for SideSpec {
@@ -23,6 +26,7 @@ impl Default for SideSpec {
             nat: NatKind::None,
             cgnat: None,
             hosts: 1,
+            portmap: false,
         }
     }
 }
@@ -69,6 +73,30 @@ impl LabSpec {
         self
     }
 
+    /// Runs miniupnpd on a side's home router, with UPnP IGD (HTTP on
+    /// [`UPNP_HTTP_PORT`](crate::topology::UPNP_HTTP_PORT), SSDP on 1900),
+    /// NAT-PMP and PCP (UDP [`NATPMP_PORT`](crate::topology::NATPMP_PORT))
+    /// on the LAN address [`Side::lan_v4`]`(1)`. A mapping DNATs the router's
+    /// WAN address and external port to the requesting LAN host (secure
+    /// mode: a host maps only to itself; ports 1024-65535; PCP lifetimes
+    /// from 1 s). IPv4 only: no IPv6 pinholes. It runs as the lab process
+    /// `miniupnpd-a` (or `-b`; [`Lab::stop`](super::Lab::stop) crashes it),
+    /// with its config and log in [`Lab::dir`](super::Lab::dir).
+    ///
+    /// The router must translate (every kind but [`NatKind::None`] and
+    /// [`NatKind::UdpFirewall`]; [`NatKind::supports_portmap`]), else
+    /// [`Lab::up`](super::Lab::up) fails. Its WAN address is reserved
+    /// (198.18.0.0/15, 100.64.0.0/10) for miniupnpd, which therefore learns
+    /// its external address by a STUN test against the lab's STUN server:
+    /// this starts [`Service::CoturnStun`] too. Behind a filtering CGNAT the
+    /// test fails, as on real double NAT: miniupnpd reports the CGNAT's
+    /// address and refuses every mapping (UPnP error 501, NAT-PMP result 3),
+    /// after a STUN wait of about 9 s at start.
+    pub fn portmap(mut self, side: Side) -> Self {
+        self.side_mut(side).portmap = true;
+        self.service(Service::CoturnStun)
+    }
+
     /// Sets how many hosts a side's LAN has.
     pub fn hosts(mut self, side: Side, hosts: usize) -> Self {
         self.side_mut(side).hosts = hosts.max(1);
@@ -102,5 +130,21 @@ impl LabSpec {
             Side::A => &mut self.a,
             Side::B => &mut self.b,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portmap_implies_the_stun_service_once() {
+        let spec = LabSpec::default()
+            .service(Service::CoturnStun)
+            .portmap(Side::B)
+            .portmap(Side::A);
+        assert!(spec.a.portmap && spec.b.portmap);
+        assert_eq!(spec.services, vec![Service::CoturnStun]);
+        assert!(!LabSpec::default().side(Side::A).portmap);
     }
 }

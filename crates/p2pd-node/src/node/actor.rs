@@ -21,6 +21,7 @@ use super::binds::{self, Binds};
 use super::command::{Command, RelayAnswer};
 use super::dialback::{Admission, Answered, DialBack, Here, dialable, is_offline, reachable};
 use super::limits::Keyed;
+use super::portmap::PortMaps;
 use super::punch;
 use super::relay;
 use super::{DISCOVERY_LIMIT, Shared, Status, inbound};
@@ -97,6 +98,8 @@ pub(crate) struct Actor {
     /// Discovery rounds may overlap (start, a newly bound address): their
     /// delta series take turns here.
     delta_gate: DeltaSeriesGate,
+    /// The port mappings on our gateways.
+    portmaps: PortMaps,
     /// Cancelled when the node stops: its tasks end with it.
     stop: CancellationToken,
 }
@@ -169,6 +172,7 @@ impl Actor {
             admission: Admission::new(),
             answered: Answered::default(),
             delta_gate: DeltaSeriesGate::default(),
+            portmaps: PortMaps::default(),
             stop: CancellationToken::new(),
         };
         let me = actor.parts.me.clone();
@@ -185,6 +189,7 @@ impl Actor {
         let served: Vec<usize> = (0..self.parts.candidates.locals().len())
             .filter(|n| self.parts.candidates.is_served(*n))
             .collect();
+        self.map_ports(&served);
         self.discover(served, true);
         self.measure_clock();
         let mut retry = tokio::time::interval(binds::RETRY_EVERY);
@@ -261,6 +266,10 @@ impl Actor {
                 if first {
                     self.parts.status.send_modify(|s| s.discovered = true);
                 }
+            }
+            Command::Mapped { local, external } => {
+                self.parts.candidates.set_mapped(local, external);
+                self.publish_address();
             }
             Command::Clock(clock) => self.parts.status.send_modify(|s| s.clock = clock),
             Command::Close { done } => return Some(done),
@@ -477,6 +486,7 @@ impl Actor {
         // A link-local address served alone changes the address too.
         self.publish_address();
         if !newly.is_empty() {
+            self.map_ports(&newly);
             self.discover(newly, false);
         }
     }
@@ -556,6 +566,40 @@ impl Actor {
         });
     }
 
+    /// Asks the gateways in front of some served local addresses (IPv4,
+    /// not loopback) to forward our port, with the configured protocols.
+    fn map_ports(&mut self, which: &[usize]) {
+        let protocols = self.parts.shared.config.maps_ports();
+        if protocols.is_empty() {
+            return;
+        }
+        let interfaces = match p2pd_net::interfaces::list() {
+            Ok(interfaces) => interfaces,
+            Err(err) => {
+                tracing::debug!(%err, "no interfaces for port mapping");
+                return;
+            }
+        };
+        let port = self.parts.binds.port();
+        for &n in which {
+            let Some(local) = self.parts.candidates.locals().get(n) else {
+                continue;
+            };
+            let std::net::IpAddr::V4(ip) = local.ip else {
+                continue;
+            };
+            let gateway = interfaces
+                .iter()
+                .find(|i| i.index == local.os_index)
+                .and_then(|i| i.gateway_v4);
+            if let (false, Some(gateway)) = (ip.is_loopback(), gateway) {
+                let (me, stop) = (self.parts.me.clone(), self.stop.clone());
+                self.portmaps
+                    .map(protocols, (n, ip, gateway), port, me, stop);
+            }
+        }
+    }
+
     fn publish_address(&self) {
         let id = self.parts.shared.identity.id();
         let addr = self.parts.candidates.address(&self.parts.brokers, id);
@@ -568,6 +612,10 @@ impl Actor {
 
     async fn shut_down(&mut self) {
         self.stop.cancel();
+        // Our mappings go from the gateways before we do.
+        self.portmaps
+            .closed(p2pd_net::portmap::DELETE_LIMIT + std::time::Duration::from_millis(500))
+            .await;
         self.parts.shared.signaling.close();
         // Envelopes already received are opened, for the counts, but not
         // acted on.

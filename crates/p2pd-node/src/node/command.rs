@@ -49,6 +49,12 @@ pub(crate) enum Command {
         found: Vec<(usize, Reflexive)>,
         first: bool,
     },
+    /// What the gateway forwards to local address `local`'s port now
+    /// (`None`: nothing any more).
+    Mapped {
+        local: usize,
+        external: Option<std::net::SocketAddr>,
+    },
     /// What the clock measurement found.
     Clock(crate::clock::Clock),
     /// Stop everything; `done` is answered once the servers are closed.

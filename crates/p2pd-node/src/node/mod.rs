@@ -5,7 +5,8 @@
 //! Node (handle) ──commands (bounded)──► actor task: servers, candidates, inbox,
 //!      ▲                                 pending reverse requests, dial-backs
 //!      └────────── watch: address, status ◄┘
-//! Node::start ─► bind every local address ─► spawn the actor ─► discovery (≤ 3 s)
+//! Node::start ─► bind every local address ─► spawn the actor ─► discovery (≤ 3 s),
+//!                                                                port mapping (kept)
 //! Node::connect(addr) ─► strategies, on the caller's task (see `connect`)
 //! ```
 //!
@@ -19,6 +20,7 @@ mod command;
 mod dialback;
 mod inbound;
 mod limits;
+mod portmap;
 mod punch;
 mod relay;
 

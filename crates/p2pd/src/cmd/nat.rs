@@ -1,10 +1,13 @@
 //! `p2pd nat`: external address, NAT type and port delta of every interface.
 
 use anyhow::Context;
+use std::collections::HashMap;
+
 use p2pd_net::interfaces;
+use p2pd_net::portmap::{self, Probed};
 use p2pd_net::stun::discovery::{DeltaSeriesGate, DiscoveryOptions, NatReport};
 use p2pd_net::stun::tcp_behaviour::{TcpReport, discover_tcp};
-use p2pd_node::config::NodeConfig;
+use p2pd_node::config::{NodeConfig, PortmapProtocol};
 use p2pd_node::discovery;
 use p2pd_node::locals::{self, Local};
 use p2pd_node::servers::HostPort;
@@ -45,13 +48,12 @@ pub(crate) async fn run(args: &Args, config: &NodeConfig) -> anyhow::Result<()> 
         }
         served
     });
-    let reports = discovery::discover_each(
-        &targets,
-        &servers,
-        &DiscoveryOptions::default(),
-        &DeltaSeriesGate::default(),
-    )
-    .await;
+    let options = DiscoveryOptions::default();
+    let gate = DeltaSeriesGate::default();
+    let (reports, mut portmaps) = tokio::join!(
+        discovery::discover_each(&targets, &servers, &options, &gate),
+        probe_gateways(&config.portmap, &all, &targets),
+    );
     let mut entries = Vec::new();
     for (n, report) in reports {
         let target = &targets[n];
@@ -64,25 +66,66 @@ pub(crate) async fn run(args: &Args, config: &NodeConfig) -> anyhow::Result<()> 
                 .map_err(|err| err.to_string()),
             None => Err("no server".to_owned()),
         };
-        entries.push((target, report, tcp));
+        let portmap = portmaps.remove(&n).unwrap_or_default();
+        entries.push(Entry {
+            target,
+            report,
+            tcp,
+            portmap,
+        });
     }
     if args.json {
-        let interfaces: Vec<Value> = entries
-            .iter()
-            .map(|(t, r, tcp)| to_json(t, r, tcp))
-            .collect();
+        let interfaces: Vec<Value> = entries.iter().map(to_json).collect();
         output::line(json!({ "interfaces": interfaces }));
     } else if entries.is_empty() {
         output::line("no interface with a route to test");
     } else {
-        for (target, report, tcp) in &entries {
-            output::line(to_text(target, report, tcp));
+        for entry in &entries {
+            output::line(to_text(entry));
         }
     }
     Ok(())
 }
 
-fn to_json(target: &Local, r: &NatReport, tcp: &Result<TcpReport, String>) -> Value {
+/// What was found of one local address.
+struct Entry<'a> {
+    target: &'a Local,
+    report: NatReport,
+    tcp: Result<TcpReport, String>,
+    /// What each port-mapping protocol did (IPv4 behind a gateway only).
+    portmap: Vec<Probed>,
+}
+
+/// Probes the gateway of each IPv4 target (by index) with `protocols`, for
+/// a port held open meanwhile.
+async fn probe_gateways(
+    protocols: &[PortmapProtocol],
+    all: &[interfaces::Interface],
+    targets: &[Local],
+) -> HashMap<usize, Vec<Probed>> {
+    let probes = targets.iter().enumerate().filter_map(|(n, t)| {
+        if protocols.is_empty() || !t.ip.is_ipv4() {
+            return None;
+        }
+        let gateway = all.iter().find(|i| i.index == t.os_index)?.gateway_v4?;
+        let listener = std::net::TcpListener::bind((t.ip, 0)).ok()?;
+        let internal = listener.local_addr().ok()?;
+        Some(async move {
+            let probed = portmap::probe(protocols, gateway.into(), internal).await;
+            drop(listener);
+            (n, probed)
+        })
+    });
+    let mut found = HashMap::new();
+    for probe in probes {
+        let (n, probed) = probe.await;
+        found.insert(n, probed);
+    }
+    found
+}
+
+fn to_json(entry: &Entry<'_>) -> Value {
+    let (target, r, tcp) = (entry.target, &entry.report, &entry.tcp);
     let tcp = match tcp {
         Ok(t) => json!({
             "external_ip": t.external.ip().to_string(),
@@ -122,10 +165,15 @@ fn to_json(target: &Local, r: &NatReport, tcp: &Result<TcpReport, String>) -> Va
             "external": seen.to_string(),
         })).collect::<Vec<_>>(),
         "unreachable": r.unreachable.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "portmap": entry.portmap.iter().map(|p| match &p.mapped {
+            Ok(external) => json!({ "protocol": p.protocol.name(), "mapped": external.to_string(), "error": null }),
+            Err(why) => json!({ "protocol": p.protocol.name(), "mapped": null, "error": why }),
+        }).collect::<Vec<_>>(),
     })
 }
 
-fn to_text(target: &Local, r: &NatReport, tcp: &Result<TcpReport, String>) -> String {
+fn to_text(entry: &Entry<'_>) -> String {
+    let (target, r, tcp) = (entry.target, &entry.report, &entry.tcp);
     let external = r.external.map_or("no answer".to_owned(), |a| a.to_string());
     let mut text = format!(
         "{} {} -> {external}: {} (code {}), delta {} {} (code {}), {} ms, {} requests",
@@ -153,6 +201,12 @@ fn to_text(target: &Local, r: &NatReport, tcp: &Result<TcpReport, String>) -> St
             t.delta.value
         )),
         Err(err) => text.push_str(&format!("; tcp: {err}")),
+    }
+    for p in &entry.portmap {
+        match &p.mapped {
+            Ok(external) => text.push_str(&format!("; {} maps to {external}", p.protocol)),
+            Err(why) => text.push_str(&format!("; {}: {why}", p.protocol)),
+        }
     }
     text
 }

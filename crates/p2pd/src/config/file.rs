@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use p2pd_node::config::{NodeConfig, Strategy};
+use p2pd_node::config::{NodeConfig, PortmapProtocol, Strategy};
 use p2pd_node::servers::{BrokerUrl, HostPort, TurnServer, TurnTransport};
 use p2pd_rest::RestConfig;
 use serde::Deserialize;
@@ -29,6 +29,7 @@ pub(super) struct File {
     turn: TurnTable,
     connect: ConnectTable,
     rest: RestTable,
+    portmap: PortmapTable,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +108,12 @@ struct ConnectTable {
     punch_ms: Option<u64>,
     relay_ms: Option<u64>,
     encrypt: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PortmapTable {
+    protocols: Option<Vec<Text<PortmapProtocol>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +220,12 @@ impl File {
                 realm: entry.realm,
             })
             .collect();
+        // Every protocol unless the file says otherwise: the gateway in
+        // front of the machine is the one thing asked.
+        node.portmap = self
+            .portmap
+            .protocols
+            .map_or_else(|| PortmapProtocol::ALL.to_vec(), texts);
         let connect = &mut node.connect;
         let c = self.connect;
         if let Some(strategies) = c.strategies {
@@ -325,6 +338,18 @@ mod tests {
     }
 
     #[test]
+    fn port_mapping_is_on_unless_the_file_lists_no_protocol() {
+        assert_eq!(settings("").node.portmap, PortmapProtocol::ALL);
+        let off = settings("[portmap]\nprotocols = []\n");
+        assert!(off.node.portmap.is_empty());
+        let one = settings("[portmap]\nprotocols = [\"nat-pmp\"]\n");
+        assert_eq!(one.node.portmap, [PortmapProtocol::NatPmp]);
+        let (line, key, message) = invalid("[portmap]\nprotocols = [\"igd\"]\n");
+        assert_eq!((line, key.as_deref()), (Some(2), Some("portmap.protocols")));
+        assert!(message.contains("known: pcp, nat-pmp, upnp"), "{message}");
+    }
+
+    #[test]
     fn an_empty_data_dir_is_refused() {
         let (line, _, message) = invalid("[node]\ndata_dir = \"\"\n");
         assert_eq!(line, Some(2));
@@ -418,9 +443,13 @@ encrypt = true
 [rest]
 listen = "127.0.0.1:12333"
 allow_null_origin = true
+
+[portmap]
+protocols = ["pcp", "nat-pmp", "upnp"]
 "#;
         let config = settings(text);
         assert!(config.rest.allow_null_origin);
+        assert_eq!(config.node.portmap, PortmapProtocol::ALL);
         assert_eq!(config.node.brokers[1].server.host, "198.18.0.4");
         assert_eq!(config.node.turn_servers[0].transport, TurnTransport::Udp);
         assert_eq!(config.node.turn_servers[0].realm, "lab");

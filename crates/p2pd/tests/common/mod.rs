@@ -108,7 +108,7 @@ pub(crate) fn write_config(dir: &std::path::Path, port: u16, extra: &str) -> std
         &config,
         format!(
             "[signaling]\nbrokers = [\"mqtt://127.0.0.1:{port}\"]\n[stun]\nservers = []\n[ntp]\nservers = []\n\
-             [connect]\ndirect_ms = 1000\nreverse_ms = 3000\n{extra}"
+             [portmap]\nprotocols = []\n[connect]\ndirect_ms = 1000\nreverse_ms = 3000\n{extra}"
         ),
     )
     .expect("config");
@@ -284,7 +284,7 @@ pub(crate) fn rest_in(
         &config,
         format!(
             "[node]\ndata_dir = \"{}\"\n[signaling]\nbrokers = []\n[stun]\nservers = []\n[ntp]\nservers = []\n\
-             {extra}",
+             [portmap]\nprotocols = []\n{extra}",
             home.join("data").display()
         ),
     )

@@ -114,8 +114,10 @@ pub(crate) fn start_node_via(
         .expect("node");
     let log = lab.dir().join(format!("{name}.log"));
     let started = Instant::now();
+    // The address is a line of its own, without spaces (log lines have
+    // some).
     let line = wait_for_line(&log, |l| {
-        l.contains('[') && l.ends_with(|c: char| c.is_ascii_hexdigit())
+        l.contains('[') && !l.contains(' ') && l.ends_with(|c: char| c.is_ascii_hexdigit())
     });
     // Discovery ends within 3 s; the rest is process start-up.
     let took = started.elapsed();
