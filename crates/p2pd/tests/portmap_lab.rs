@@ -188,3 +188,77 @@ fn a_node_behind_a_router_without_port_mapping_is_not_reached_directly_nor_delay
         outcome.info
     );
 }
+
+#[test]
+fn a_mapping_granted_after_the_first_line_is_printed_on_a_line_of_its_own() {
+    require_lab!();
+    let spec = LabSpec::default()
+        .nat(Side::A, NatKind::PortRestrictedCone)
+        .portmap(Side::A);
+    let mut lab = lab(spec);
+    // No STUN: the first line is out at once, the UPnP mapping some
+    // round trips later.
+    with_protocols(&lab, "\"upnp\"", false);
+    let (first, _) = start_node_via(&mut lab, "node-a", "a", &LOGGING);
+    let external = format!("[0,{},", Side::A.internet_v4());
+    assert!(!first.contains(&external), "not mapped yet: {first}");
+    let log = lab.dir().join("node-a.log");
+    let second = wait_for_line(&log, |l| !l.contains(' ') && l.contains(&external));
+    println!("first line {first}\nthen       {second}");
+    assert_eq!(
+        first.rsplit('-').next(),
+        second.rsplit('-').next(),
+        "the same node"
+    );
+}
+
+#[test]
+fn p2pd_nat_reports_what_each_protocol_mapped_and_deletes_it() {
+    require_lab!();
+    let spec = LabSpec::default()
+        .nat(Side::A, NatKind::PortRestrictedCone)
+        .portmap(Side::A);
+    let lab = lab(spec);
+    with_protocols(&lab, "\"pcp\", \"nat-pmp\", \"upnp\"", true);
+    let config = lab.dir().join("p2pd.toml").display().to_string();
+    let stun = format!("{}:3478", p2pd_lab::topology::STUN_V4);
+    let args = ["--config", &config, "nat", "--json", "--stun", &stun];
+    let out = lab
+        .host("a")
+        .exec(env!("CARGO_BIN_EXE_p2pd"), &args, LIMIT)
+        .expect("p2pd nat");
+    let parsed: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON object");
+    let entry = parsed["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|e| e["af"] == "ipv4")
+        .cloned()
+        .expect("an IPv4 entry");
+    println!("{}", entry["portmap"]);
+    let probes = entry["portmap"].as_array().expect("a portmap list");
+    let names: Vec<&str> = probes
+        .iter()
+        .filter_map(|p| p["protocol"].as_str())
+        .collect();
+    assert_eq!(names, ["pcp", "nat-pmp", "upnp"]);
+    for probe in probes {
+        let mapped = probe["mapped"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{probe}"));
+        assert!(mapped.starts_with("198.18.1.1:"), "{probe}");
+        let port = mapped.rsplit(':').next().expect("port");
+        assert!(
+            !forwarded_ports(&lab).contains(&format!("dport {port}")),
+            "the probe's mapping is deleted"
+        );
+    }
+    let ipv6 = parsed["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|e| e["af"] == "ipv6");
+    if let Some(ipv6) = ipv6 {
+        assert_eq!(ipv6["portmap"], serde_json::json!([]), "IPv4 only");
+    }
+}

@@ -90,7 +90,13 @@ pub(super) async fn run(target: Target, events: mpsc::Sender<MapEvent>, stop: Ca
                     let why = format!("UPnP at {}: the mapping ran out: {why}", target.gateway);
                     let _ = events.send(MapEvent::Lost(why)).await;
                 }
-                renew_at = now + RETRY;
+                // Tried again soon, and at the latest when it runs out, so
+                // a loss is reported when it happens.
+                renew_at = if now < expires {
+                    (now + RETRY).min(expires)
+                } else {
+                    now + RETRY
+                };
             }
         }
     }
@@ -107,6 +113,9 @@ async fn search(target: Target) -> Result<Gateway<Tokio>, String> {
     options.broadcast_address = target.gateway;
     options.timeout = Some(SEARCH_LIMIT);
     options.single_search_timeout = Some(SEARCH_LIMIT);
+    // Its description and control URLs must name the gateway asked, which
+    // igd-next then trusts whatever the address (a stand-in on loopback).
+    options.allowed_gateway_ips = vec![target.gateway.ip()];
     let found = timeout(SEARCH_LIMIT, igd_next::aio::tokio::search_gateway(options)).await;
     match found {
         Ok(Ok(gateway)) => Ok(gateway),

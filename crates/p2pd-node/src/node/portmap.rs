@@ -29,6 +29,8 @@ use super::command::Command;
 /// The lifetime asked for (RFC 6886's recommendation); mappings are renewed
 /// at half of what is granted.
 const LIFETIME: Duration = Duration::from_secs(7200);
+/// A gateway where every protocol failed is asked again after this.
+const REASK: Duration = Duration::from_secs(300);
 
 /// The node's port mappings, one task per mapped address.
 #[derive(Debug, Default)]
@@ -50,18 +52,21 @@ impl PortMaps {
         if protocols.is_empty() || port == 0 {
             return;
         }
-        let mappers = protocols
-            .iter()
-            .map(|&protocol| {
-                let target = Target {
-                    gateway: SocketAddr::new(IpAddr::V4(gateway), protocol.gateway_port()),
-                    internal: SocketAddr::new(IpAddr::V4(ip), port),
-                    lifetime: LIFETIME,
-                };
-                Mapper::start(protocol, target)
-            })
-            .collect();
-        self.tasks.spawn(keep(local, mappers, me, stop));
+        let protocols = protocols.to_vec();
+        let start = move || {
+            protocols
+                .iter()
+                .map(|&protocol| {
+                    let target = Target {
+                        gateway: SocketAddr::new(IpAddr::V4(gateway), protocol.gateway_port()),
+                        internal: SocketAddr::new(IpAddr::V4(ip), port),
+                        lifetime: LIFETIME,
+                    };
+                    Mapper::start(protocol, target)
+                })
+                .collect()
+        };
+        self.tasks.spawn(keep(local, start, me, stop));
     }
 
     /// Waits (at most `limit`) for every mapping to be deleted, once the
@@ -74,14 +79,17 @@ impl PortMaps {
     }
 }
 
-/// Keeps the first mapping any of `mappers` is granted for local address
-/// `local`, and tells the actor what it is.
+/// Keeps the first mapping any of the mappers `start` makes is granted for
+/// local address `local`, and tells the actor what it is. When every
+/// protocol has failed, they all ask again after [`REASK`]: a gateway may
+/// come up, or switch mapping on, later.
 async fn keep(
     local: usize,
-    mut mappers: Vec<Mapper>,
+    start: impl Fn() -> Vec<Mapper>,
     me: mpsc::WeakSender<Command>,
     stop: CancellationToken,
 ) {
+    let mut mappers = start();
     let started = tokio::time::Instant::now();
     let mut kept: Option<(Protocol, SocketAddr)> = None;
     let tell = |external: Option<SocketAddr>| {
@@ -93,6 +101,13 @@ async fn keep(
         }
     };
     loop {
+        if mappers.is_empty() && kept.is_none() {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(REASK) => mappers = start(),
+            }
+            continue;
+        }
         let (i, event) = tokio::select! {
             () = stop.cancelled() => break,
             next = next_of(&mut mappers) => next,
