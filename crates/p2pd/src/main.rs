@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// List network interfaces: addresses, gateways, routes.
     Interfaces(cmd::interfaces::Args),
-    /// Discover each interface's external address, NAT type and port delta.
+    /// Discover each interface's external address, NAT type and port delta,
+    /// and which port-mapping protocols its gateway answers.
     Nat(cmd::nat::Args),
     /// Run an RFC 5780 STUN server (UDP and TCP).
     StunServer(cmd::stun_server::Args),
