@@ -14,20 +14,19 @@ use p2pd_lab::{Lab, LabSpec, NatKind, Side, require_lab};
 fn with_protocols(lab: &Lab, protocols: &str, stun: bool) {
     let path = lab.dir().join("p2pd.toml");
     let config = std::fs::read_to_string(&path).expect("config");
-    let mut config: String = config
-        .split("[portmap]")
-        .next()
-        .expect("text")
+    let config: String = config
         .lines()
         .map(|l| {
-            if !stun && l.starts_with("servers = [\"198.18.0.2") {
+            if l.starts_with("protocols = ") {
+                format!("protocols = [{protocols}]\n")
+            } else if !stun && l.starts_with("servers = [\"198.18.0.2") {
                 "servers = []\n".to_owned()
             } else {
                 format!("{l}\n")
             }
         })
         .collect();
-    config.push_str(&format!("[portmap]\nprotocols = [{protocols}]\n"));
+    assert!(config.contains(&format!("[{protocols}]")), "{config}");
     std::fs::write(&path, config).expect("config");
 }
 

@@ -19,6 +19,9 @@ use serde_json::Value;
 
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 pub(crate) const STUN_PORTS: (u16, u16) = (3490, 3491);
+/// The lab's routers have no port mapping unless a test asks for it
+/// (`portmap_lab`): nodes leave them alone, and their sockets stay few.
+pub(crate) const PORTMAP_OFF: &str = "[portmap]\nprotocols = []\n";
 
 pub(crate) fn lab(spec: LabSpec) -> Lab {
     let mut lab = Lab::up(&spec).expect("lab");
@@ -60,7 +63,7 @@ pub(crate) fn lab(spec: LabSpec) -> Lab {
     std::fs::write(
         lab.dir().join("p2pd.toml"),
         format!(
-            "[signaling]\nbrokers = [\"mqtt://{BROKER1_V4}:1883\", \"mqtt://{BROKER2_V4}:1883\"]\n\
+            "{PORTMAP_OFF}[signaling]\nbrokers = [\"mqtt://{BROKER1_V4}:1883\", \"mqtt://{BROKER2_V4}:1883\"]\n\
              [stun]\nservers = [\"{primary}\"]\n[ntp]\nservers = [\"{ntp}\"]\n\
              [connect]\ndirect_ms = 1000\nreverse_ms = 3000\npunch_ms = 5000\nrelay_ms = 5000\ntimeout_ms = 6000\n"
         ),
