@@ -111,8 +111,8 @@ async fn pcp_maps_then_deletes_on_close() {
 }
 
 #[tokio::test]
-async fn nat_pmp_maps_the_port_the_gateway_picks() {
-    let (addr, _) = gateway(natpmp_granting()).await;
+async fn nat_pmp_maps_the_port_the_gateway_picks_then_deletes_on_close() {
+    let (addr, seen) = gateway(natpmp_granting()).await;
     let mut mapper = Mapper::start(Protocol::NatPmp, target(addr));
     assert_eq!(
         next(&mut mapper).await,
@@ -120,6 +120,17 @@ async fn nat_pmp_maps_the_port_the_gateway_picks() {
             external: SocketAddr::new(EXTERNAL.into(), MAPPED_PORT),
             lifetime: Duration::from_secs(7200),
         }
+    );
+    mapper.close(Duration::from_secs(2)).await;
+    let requests = seen.lock().expect("lock").clone();
+    let last = natpmp::Request::decode(requests.last().expect("requests")).expect("NAT-PMP");
+    let natpmp::Request::Map(mapping) = last else {
+        panic!("the last request maps: {last:?}");
+    };
+    assert_eq!(
+        (mapping.lifetime, mapping.internal_port),
+        (0, 4000),
+        "a delete"
     );
 }
 
@@ -137,14 +148,27 @@ async fn garbage_before_the_answer_is_survived() {
 }
 
 #[tokio::test]
-async fn a_private_external_address_is_refused_with_its_reason() {
-    let (addr, _) = gateway(pcp_granting(IpAddr::from([10, 0, 0, 1]))).await;
-    let mut mapper = Mapper::start(Protocol::Pcp, target(addr));
-    let MapEvent::Failed(why) = next(&mut mapper).await else {
-        panic!("a private external address was accepted");
-    };
-    assert!(why.contains("10.0.0.1") && why.contains("private"), "{why}");
-    assert!(mapper.next().await.is_none(), "the mapper has ended");
+async fn unusable_external_addresses_are_refused_and_their_grant_deleted() {
+    let cases: [(IpAddr, &str); 2] = [
+        (IpAddr::from([10, 0, 0, 1]), "private"),
+        ("2001:db8::5".parse().expect("literal"), "IPv6"),
+    ];
+    for (external, reason) in cases {
+        let (addr, seen) = gateway(pcp_granting(external)).await;
+        let mut mapper = Mapper::start(Protocol::Pcp, target(addr));
+        let MapEvent::Failed(why) = next(&mut mapper).await else {
+            panic!("{external} was accepted");
+        };
+        assert!(
+            why.contains(&external.to_string()) && why.contains(reason),
+            "{why}"
+        );
+        let ended = tokio::time::timeout(LIMIT, mapper.next()).await;
+        assert_eq!(ended, Ok(None), "the mapper ends after the delete");
+        let requests = seen.lock().expect("lock").clone();
+        let last = pcp::Request::decode(requests.last().expect("requests")).expect("PCP");
+        assert_eq!(last.lifetime, 0, "{external}: the grant is deleted");
+    }
 }
 
 #[tokio::test]

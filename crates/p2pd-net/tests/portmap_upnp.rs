@@ -19,8 +19,9 @@ const LIMIT: Duration = Duration::from_secs(10);
 struct Igd {
     external_ip: &'static str,
     /// AddPortMapping answers 718 (ConflictInMappingEntry); AddAnyPortMapping
-    /// then grants 40000.
+    /// then grants `any_port`.
     port_taken: bool,
+    any_port: u16,
     /// The description is over igd-next's 1 MiB limit.
     oversized: bool,
     /// GetExternalIPAddress answers something that is not XML.
@@ -32,6 +33,7 @@ struct Igd {
 const GOOD: Igd = Igd {
     external_ip: "198.18.1.1",
     port_taken: false,
+    any_port: 40000,
     oversized: false,
     malformed: false,
     renewals_fail: false,
@@ -135,7 +137,8 @@ fn answer(igd: Igd, head: &str, calls: &Mutex<Vec<String>>) -> (u16, String) {
         "AddAnyPortMapping" => (
             200,
             soap(&format!(
-                "<u:AddAnyPortMappingResponse xmlns:u=\"{ns}\"><NewReservedPort>40000</NewReservedPort></u:AddAnyPortMappingResponse>"
+                "<u:AddAnyPortMappingResponse xmlns:u=\"{ns}\"><NewReservedPort>{}</NewReservedPort></u:AddAnyPortMappingResponse>",
+                igd.any_port
             )),
         ),
         "DeletePortMapping" => (
@@ -146,13 +149,63 @@ fn answer(igd: Igd, head: &str, calls: &Mutex<Vec<String>>) -> (u16, String) {
     }
 }
 
-/// Starts the stand-in; returns its SSDP address and the SOAP calls it saw.
-async fn igd(igd: Igd) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+/// A stand-in IGD: its SSDP address, the SOAP calls it saw, and where its
+/// HTTP server is now (a restart moves it).
+struct Stand {
+    ssdp: SocketAddr,
+    calls: Arc<Mutex<Vec<String>>>,
+    location: Arc<Mutex<SocketAddr>>,
+    http: tokio::task::JoinHandle<()>,
+}
+
+impl Stand {
+    /// Starts the stand-in.
+    async fn start(igd: Igd) -> Self {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (http_addr, http) = serve_http(igd, calls.clone()).await;
+        let location = Arc::new(Mutex::new(http_addr));
+        let ssdp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let ssdp_addr = ssdp.local_addr().expect("addr");
+        let at = location.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((_, from)) = ssdp.recv_from(&mut buf).await {
+                let http_addr = *at.lock().expect("lock");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\n\
+                     ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
+                     USN: uuid:p2pd-test::urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
+                     LOCATION: http://{http_addr}/rootDesc.xml\r\n\r\n"
+                );
+                let _ = ssdp.send_to(reply.as_bytes(), from).await;
+            }
+        });
+        Self {
+            ssdp: ssdp_addr,
+            calls,
+            location,
+            http,
+        }
+    }
+
+    /// The gateway restarts: its old HTTP port is closed, it serves on a
+    /// new one, with `igd`'s answers.
+    async fn restart(&mut self, igd: Igd) {
+        self.http.abort();
+        let (http_addr, http) = serve_http(igd, self.calls.clone()).await;
+        *self.location.lock().expect("lock") = http_addr;
+        self.http = http;
+    }
+}
+
+/// The stand-in's HTTP server, answering as `igd` says.
+async fn serve_http(
+    igd: Igd,
+    seen: Arc<Mutex<Vec<String>>>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http_addr = http.local_addr().expect("addr");
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let seen = calls.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Ok((mut conn, _)) = http.accept().await {
             let seen = seen.clone();
             tokio::spawn(async move {
@@ -193,21 +246,13 @@ async fn igd(igd: Igd) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
             });
         }
     });
-    let ssdp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let ssdp_addr = ssdp.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut buf = [0u8; 1500];
-        while let Ok((_, from)) = ssdp.recv_from(&mut buf).await {
-            let reply = format!(
-                "HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\n\
-                 ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
-                 USN: uuid:p2pd-test::urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\
-                 LOCATION: http://{http_addr}/rootDesc.xml\r\n\r\n"
-            );
-            let _ = ssdp.send_to(reply.as_bytes(), from).await;
-        }
-    });
-    (ssdp_addr, calls)
+    (http_addr, task)
+}
+
+/// Starts the stand-in; returns its SSDP address and the SOAP calls it saw.
+async fn igd(igd: Igd) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let stand = Stand::start(igd).await;
+    (stand.ssdp, stand.calls.clone())
 }
 
 fn target(gateway: SocketAddr, lifetime: Duration) -> Target {
@@ -290,6 +335,30 @@ async fn a_lease_is_renewed_at_half_its_life_and_a_vanished_one_is_reported_lost
 }
 
 #[tokio::test]
+async fn a_gateway_that_restarts_on_another_port_is_found_again() {
+    let mut stand = Stand::start(GOOD).await;
+    let mut mapper = Mapper::start(Protocol::Upnp, target(stand.ssdp, Duration::from_secs(2)));
+    assert!(matches!(next(&mut mapper).await, MapEvent::Mapped { .. }));
+    // Back with a new WAN address, so the mapping it grants again shows.
+    stand
+        .restart(Igd {
+            external_ip: "198.18.1.9",
+            ..GOOD
+        })
+        .await;
+    loop {
+        match next(&mut mapper).await {
+            MapEvent::Mapped { external, .. } => {
+                assert_eq!(external, "198.18.1.9:4000".parse().expect("literal"));
+                break;
+            }
+            MapEvent::Lost(why) => println!("lost while the gateway was away: {why}"),
+            MapEvent::Failed(why) => panic!("a granted mapping failed: {why}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_taken_port_is_mapped_to_any_port_the_gateway_offers() {
     let (gateway, _) = igd(Igd {
         port_taken: true,
@@ -334,6 +403,21 @@ async fn hostile_gateways_fail_with_a_reason() {
             },
             "GetExternalIPAddress",
         ),
+        (
+            Igd {
+                external_ip: "2001:db8::1",
+                ..GOOD
+            },
+            "IPv6",
+        ),
+        (
+            Igd {
+                port_taken: true,
+                any_port: 0,
+                ..GOOD
+            },
+            "port 0",
+        ),
     ];
     for (behaviour, reason) in cases {
         let (gateway, calls) = igd(behaviour).await;
@@ -344,7 +428,7 @@ async fn hostile_gateways_fail_with_a_reason() {
         assert!(why.contains(reason), "{reason}: {why}");
         let calls = calls.lock().expect("lock").clone();
         assert!(
-            !calls.iter().any(|c| c == "AddPortMapping"),
+            behaviour.port_taken || !calls.iter().any(|c| c == "AddPortMapping"),
             "nothing is mapped on a gateway refused before: {calls:?}"
         );
     }

@@ -129,6 +129,10 @@ impl Candidates {
             ipv6: Vec::new(),
             node_id: id,
         };
+        // DESIGN.md's "Peer address": a mapped port other than ours gets an
+        // entry of its own, after every interface's entry (an interface
+        // is never pushed out by one).
+        let mut mapped_entries = Vec::new();
         for (n, local) in self.locals.iter().enumerate() {
             let served = self.served[n];
             if !served.ip {
@@ -147,7 +151,7 @@ impl Candidates {
                 _ => local.ip,
             };
             let reflexive = self.reflexive[n];
-            let mapped = self.mapped[n];
+            let mapped = self.mapped[n].filter(|m| m.is_ipv4() == local.ip.is_ipv4());
             let entry = Endpoint {
                 if_index: local.if_index,
                 external: reflexive
@@ -160,17 +164,24 @@ impl Candidates {
                 delta: reflexive.map_or(Delta::NOT_APPLICABLE, |r| r.delta),
             };
             family.push(entry);
-            // DESIGN.md's "Peer address": another port than ours gets an
-            // entry of its own, after the entry it stands beside.
             if let Some(mapped) = mapped
                 && (mapped.ip(), mapped.port()) != (entry.external, entry.port)
-                && family.len() < MAX_ENTRIES
             {
-                family.push(Endpoint {
+                mapped_entries.push(Endpoint {
                     external: mapped.ip(),
                     port: mapped.port(),
                     ..entry
                 });
+            }
+        }
+        for entry in mapped_entries {
+            let family = if entry.external.is_ipv4() {
+                &mut addr.ipv4
+            } else {
+                &mut addr.ipv6
+            };
+            if family.len() < MAX_ENTRIES {
+                family.push(entry);
             }
         }
         addr
@@ -271,6 +282,28 @@ mod tests {
 
         c.set_mapped(0, None);
         assert_eq!(c.address(&[], ID).ipv4.len(), 1, "a lost mapping goes");
+    }
+
+    #[test]
+    fn a_mapped_entry_never_pushes_an_interface_out() {
+        let locals: Vec<Local> = (0..MAX_ENTRIES as u8)
+            .map(|n| local(n, &format!("10.0.{n}.2"), None))
+            .collect();
+        let mut c = Candidates::new(locals);
+        for n in 0..MAX_ENTRIES {
+            c.serve(n, false, 4000);
+        }
+        c.set_mapped(0, Some("198.18.1.1:31000".parse().expect("addr")));
+        let full = c.address(&[], ID).ipv4;
+        assert_eq!(full.len(), MAX_ENTRIES);
+        assert!(full.iter().all(|e| e.port == 4000), "{full:?}");
+
+        let mut c = Candidates::new(vec![local(0, "10.0.0.2", None), local(1, "10.0.1.2", None)]);
+        c.serve(0, false, 4000);
+        c.serve(1, false, 4000);
+        c.set_mapped(0, Some("198.18.1.1:31000".parse().expect("addr")));
+        let ports: Vec<u16> = c.address(&[], ID).ipv4.iter().map(|e| e.port).collect();
+        assert_eq!(ports, [4000, 4000, 31000], "the mapped entry comes last");
     }
 
     #[test]

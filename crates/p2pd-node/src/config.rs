@@ -143,6 +143,18 @@ mod tests {
     }
 
     #[test]
+    fn only_a_server_maps_ports() {
+        let mut config = NodeConfig {
+            portmap: PortmapProtocol::ALL.to_vec(),
+            ..NodeConfig::default()
+        };
+        assert_eq!(config.maps_ports(), PortmapProtocol::ALL);
+        config.role = Role::Client;
+        assert!(config.maps_ports().is_empty(), "a client only dials out");
+        assert!(NodeConfig::default().maps_ports().is_empty(), "asks nobody");
+    }
+
+    #[test]
     fn a_client_measures_its_clock_only_when_it_may_punch() {
         let mut config = NodeConfig {
             role: Role::Client,

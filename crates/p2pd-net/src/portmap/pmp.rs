@@ -59,26 +59,24 @@ pub(super) async fn run(
             }
         }
         while let Some(event) = client.poll_event() {
-            let (event, last) = match event {
-                Event::Mapped { external, lifetime } => {
-                    (Some(MapEvent::Mapped { external, lifetime }), false)
-                }
-                Event::Failed(err) => (Some(MapEvent::Failed(err.to_string())), true),
-                Event::Lost(err) => (Some(MapEvent::Lost(err.to_string())), false),
+            let event = match event {
+                Event::Mapped { external, lifetime } => MapEvent::Mapped { external, lifetime },
+                Event::Failed(err) => MapEvent::Failed(err.to_string()),
+                Event::Lost(err) => MapEvent::Lost(err.to_string()),
                 Event::Ignored(why) => {
                     tracing::debug!(%protocol, gateway = %target.gateway, %why, "answer ignored");
-                    (None, false)
+                    continue;
                 }
-                Event::Closed => return,
+                Event::Closed => continue,
             };
-            if let Some(event) = event
-                && closing.is_none()
-            {
+            if closing.is_none() {
                 let _ = events.send(event).await;
             }
-            if last {
-                return;
-            }
+        }
+        // Failed, or closed (after a delete of what a failure left behind,
+        // or on stop).
+        if client.is_done() {
+            return;
         }
         let wake = match (client.poll_timeout().map(Instant::from_std), closing) {
             (Some(at), Some(end)) => Some(at.min(end)),

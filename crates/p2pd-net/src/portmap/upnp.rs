@@ -29,11 +29,11 @@ const MAX_LEASE_S: u32 = u32::MAX;
 
 pub(super) async fn run(target: Target, events: mpsc::Sender<MapEvent>, stop: CancellationToken) {
     let fail = |why: String| MapEvent::Failed(format!("UPnP at {}: {why}", target.gateway));
-    let gateway = tokio::select! {
+    let found = tokio::select! {
         () = stop.cancelled() => return,
         found = search(target) => found,
     };
-    let gateway = match gateway {
+    let mut gateway = match found {
         Ok(gateway) => gateway,
         Err(why) => {
             let _ = events.send(fail(why)).await;
@@ -41,14 +41,21 @@ pub(super) async fn run(target: Target, events: mpsc::Sender<MapEvent>, stop: Ca
         }
     };
     let mut lease = lease_s(target.lifetime);
-    let mut granted = tokio::select! {
-        () = stop.cancelled() => return,
-        granted = map(&gateway, target, None, &mut lease) => granted,
+    // The port an add may have left on the gateway, should it not answer.
+    let mut pending = None;
+    let granted = tokio::select! {
+        () = stop.cancelled() => Err(Failure::from("stopped")),
+        granted = map(&gateway, target, None, &mut lease, &mut pending) => granted,
     };
     let mut current = match granted {
         Ok(external) => external,
-        Err(why) => {
-            let _ = events.send(fail(why)).await;
+        Err(failure) => {
+            if let Some(port) = pending {
+                delete(&gateway, target, port).await;
+            }
+            if !stop.is_cancelled() {
+                let _ = events.send(fail(failure.0)).await;
+            }
             return;
         }
     };
@@ -62,14 +69,26 @@ pub(super) async fn run(target: Target, events: mpsc::Sender<MapEvent>, stop: Ca
     let mut expires = Instant::now() + lifetime;
     let mut renew_at = Instant::now() + lifetime / 2;
     let mut lost = false;
+    let mut failed = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             () = sleep_until(renew_at) => {}
         }
-        granted = tokio::select! {
+        if failed {
+            // A gateway that restarted may serve its IGD elsewhere now (a
+            // new HTTP port): found again, it is asked there.
+            let found = tokio::select! {
+                () = stop.cancelled() => break,
+                found = search(target) => found,
+            };
+            if let Ok(found) = found {
+                gateway = found;
+            }
+        }
+        let granted = tokio::select! {
             () = stop.cancelled() => break,
-            granted = map(&gateway, target, Some(current.port()), &mut lease) => granted,
+            granted = map(&gateway, target, Some(current.port()), &mut lease, &mut pending) => granted,
         };
         let now = Instant::now();
         match granted {
@@ -80,11 +99,13 @@ pub(super) async fn run(target: Target, events: mpsc::Sender<MapEvent>, stop: Ca
                     lost = false;
                     let _ = events.send(MapEvent::Mapped { external, lifetime }).await;
                 }
+                failed = false;
                 expires = now + lifetime;
                 renew_at = now + lifetime / 2;
             }
-            Err(why) => {
+            Err(Failure(why)) => {
                 tracing::debug!(gateway = %target.gateway, %why, "UPnP renewal failed");
+                failed = true;
                 if now >= expires && !lost {
                     lost = true;
                     let why = format!("UPnP at {}: the mapping ran out: {why}", target.gateway);
@@ -100,7 +121,21 @@ pub(super) async fn run(target: Target, events: mpsc::Sender<MapEvent>, stop: Ca
             }
         }
     }
-    let delete = gateway.remove_port(PortMappingProtocol::TCP, current.port());
+    delete(&gateway, target, current.port()).await;
+}
+
+/// Why a mapping was not made.
+struct Failure(String);
+
+impl From<&str> for Failure {
+    fn from(why: &str) -> Self {
+        Failure(why.to_owned())
+    }
+}
+
+/// Deletes our mapping of `port`, best effort, within [`DELETE_LIMIT`].
+async fn delete(gateway: &Gateway<Tokio>, target: Target, port: u16) {
+    let delete = gateway.remove_port(PortMappingProtocol::TCP, port);
     if let Ok(Err(err)) = timeout(DELETE_LIMIT, delete).await {
         tracing::debug!(gateway = %target.gateway, %err, "UPnP delete failed");
     }
@@ -118,6 +153,10 @@ async fn search(target: Target) -> Result<Gateway<Tokio>, String> {
     options.allowed_gateway_ips = vec![target.gateway.ip()];
     let found = timeout(SEARCH_LIMIT, igd_next::aio::tokio::search_gateway(options)).await;
     match found {
+        // Any host on the LAN could answer the search, naming itself.
+        Ok(Ok(gateway)) if gateway.addr.ip() != target.gateway.ip() => {
+            Err(format!("the IGD at {} is not the gateway", gateway.addr))
+        }
         Ok(Ok(gateway)) => Ok(gateway),
         Ok(Err(err)) => Err(format!("no gateway found: {err}")),
         Err(_) => Err(format!(
@@ -130,48 +169,58 @@ async fn search(target: Target) -> Result<Gateway<Tokio>, String> {
 /// Maps our port: the same external port (or `port`, on a renewal), else
 /// any; a gateway that takes only permanent leases gets one (deleted at
 /// the end like any). The external IP is checked as every protocol's is.
+/// `pending` names the port an unanswered AddPortMapping may have mapped
+/// (a taken port is someone else's, and is not).
 async fn map(
     gateway: &Gateway<Tokio>,
     target: Target,
     port: Option<u16>,
     lease: &mut u32,
-) -> Result<SocketAddr, String> {
+    pending: &mut Option<u16>,
+) -> Result<SocketAddr, Failure> {
     let ip = timeout(REQUEST_LIMIT, gateway.get_external_ip())
         .await
-        .map_err(|_| "GetExternalIPAddress timed out".to_owned())?
-        .map_err(|e| format!("GetExternalIPAddress: {e}"))?;
-    p2pd_proto::portmap::check_external(ip).map_err(|e| e.to_string())?;
+        .map_err(|_| Failure::from("GetExternalIPAddress timed out"))?
+        .map_err(|e| Failure(format!("GetExternalIPAddress: {e}")))?;
+    let ip = p2pd_proto::portmap::check_external(ip).map_err(|e| Failure(e.to_string()))?;
     let wanted = port.unwrap_or(target.internal.port());
     let tcp = PortMappingProtocol::TCP;
     let add = |lease| gateway.add_port(tcp, wanted, target.internal, lease, DESCRIPTION);
+    let timed_out = |_| Failure::from("AddPortMapping timed out");
+    *pending = Some(wanted);
     let mut added = timeout(REQUEST_LIMIT, add(*lease))
         .await
-        .map_err(|_| "AddPortMapping timed out".to_owned())?;
+        .map_err(timed_out)?;
     if let Err(AddPortError::OnlyPermanentLeasesSupported) = added {
         *lease = 0;
-        added = timeout(REQUEST_LIMIT, add(0))
-            .await
-            .map_err(|_| "AddPortMapping timed out".to_owned())?;
+        added = timeout(REQUEST_LIMIT, add(0)).await.map_err(timed_out)?;
     }
     let port = match added {
         Ok(()) => wanted,
         Err(AddPortError::PortInUse | AddPortError::SamePortValuesRequired) => {
+            *pending = None;
             let any = gateway.add_any_port(tcp, target.internal, *lease, DESCRIPTION);
             match timeout(REQUEST_LIMIT, any).await {
                 Ok(Ok(port)) => port,
                 Ok(Err(AddAnyPortError::ExternalPortInUse)) => {
-                    return Err(format!("port {wanted} is taken and no other is offered"));
+                    return Err(Failure(format!(
+                        "port {wanted} is taken and no other is offered"
+                    )));
                 }
-                Ok(Err(err)) => return Err(format!("AddAnyPortMapping: {err}")),
-                Err(_) => return Err("AddAnyPortMapping timed out".to_owned()),
+                Ok(Err(err)) => return Err(Failure(format!("AddAnyPortMapping: {err}"))),
+                Err(_) => return Err(Failure::from("AddAnyPortMapping timed out")),
             }
         }
-        Err(err) => return Err(format!("AddPortMapping: {err}")),
+        Err(err) => {
+            *pending = None;
+            return Err(Failure(format!("AddPortMapping: {err}")));
+        }
     };
+    *pending = None;
     if port == 0 {
-        return Err("the gateway mapped port 0".to_owned());
+        return Err(Failure::from("the gateway mapped port 0"));
     }
-    Ok(SocketAddr::new(ip, port))
+    Ok(SocketAddr::new(ip.into(), port))
 }
 
 fn lease_s(lifetime: Duration) -> u32 {

@@ -1,17 +1,15 @@
 //! Port mapping as a node does it: for each served IPv4 address behind a
-//! gateway, every configured protocol asks at once; the first mapping
-//! granted is kept (its mapper renews it). A later grant of the same
-//! address is the same mapping on the gateway, kept too; a grant of
-//! another address is deleted. What
-//! is mapped reaches the actor as [`Command::Mapped`] and becomes part of
-//! the address; nothing waits for it.
+//! gateway, every configured protocol asks at once; every mapping granted
+//! is kept and renewed until the node stops, and the first granted is the
+//! one in the address (another held one takes over should it be lost).
+//! What is mapped reaches the actor as [`Command::Mapped`] and becomes
+//! part of the address; nothing waits for it.
 //!
 //! ```text
 //!  served 192.168.1.2:4000, gateway 192.168.1.1
 //!    ├─ pcp ──────┐
 //!    ├─ nat-pmp ──┼─ first Mapped ─▶ Command::Mapped{local, 198.18.1.1:4000}
-//!    └─ upnp ─────┘   (a later grant of the same: kept too;
-//!                      of another: deleted)
+//!    └─ upnp ─────┘   (later grants: kept, renewed, deleted at the end)
 //! ```
 
 use std::future::poll_fn;
@@ -79,29 +77,26 @@ impl PortMaps {
     }
 }
 
-/// Keeps the first mapping any of the mappers `start` makes is granted for
-/// local address `local`, and tells the actor what it is. When every
-/// protocol has failed, they all ask again after [`REASK`]: a gateway may
-/// come up, or switch mapping on, later.
+/// Keeps the mappings the mappers `start` makes are granted for local
+/// address `local`, and tells the actor the one in the address: the first
+/// granted, then, should it be lost, another still held. Every grant is
+/// kept and renewed until the node stops, none deleted before: a gateway
+/// keeps one mapping per port whichever protocol asked, and NAT-PMP
+/// deletes by our port, so deleting one protocol's could delete
+/// another's. When every protocol has failed, they all ask again after
+/// [`REASK`]: a gateway may come up, or switch mapping on, later.
 async fn keep(
     local: usize,
     start: impl Fn() -> Vec<Mapper>,
     me: mpsc::WeakSender<Command>,
     stop: CancellationToken,
 ) {
-    let mut mappers = start();
     let started = tokio::time::Instant::now();
-    let mut kept: Option<(Protocol, SocketAddr)> = None;
-    let tell = |external: Option<SocketAddr>| {
-        let me = me.clone();
-        async move {
-            if let Some(me) = me.upgrade() {
-                let _ = me.send(Command::Mapped { local, external }).await;
-            }
-        }
-    };
+    let mut mappers = start();
+    let mut grants: Vec<(Protocol, SocketAddr)> = Vec::new();
+    let mut shown: Option<(Protocol, SocketAddr)> = None;
     loop {
-        if mappers.is_empty() && kept.is_none() {
+        if mappers.is_empty() && grants.is_empty() {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(REASK) => mappers = start(),
@@ -117,33 +112,35 @@ async fn keep(
             None => {
                 mappers.swap_remove(i);
             }
-            Some(MapEvent::Mapped { external, lifetime }) => match kept {
-                // A gateway keeps one mapping per port whichever protocol
-                // asked: deleting this one would delete the kept one. It
-                // is renewed by both, and deleted by both at the end (the
-                // gateway may let only the last asker delete it).
-                Some((first, same)) if first != protocol && same == external => {
-                    tracing::info!(%protocol, %external, "the same mapping as {first}'s");
-                }
-                Some((first, _)) if first != protocol => {
-                    tracing::info!(%protocol, %external, "a second mapping, deleted; {first}'s is kept");
-                    mappers.swap_remove(i).close(DELETE_LIMIT).await;
-                }
-                _ => {
-                    let ms = started.elapsed().as_millis();
-                    tracing::info!(%protocol, %external, lifetime_s = lifetime.as_secs(), ms, "port mapped");
-                    kept = Some((protocol, external));
-                    tell(Some(external)).await;
-                }
-            },
+            Some(MapEvent::Mapped { external, lifetime }) => {
+                grants.retain(|(p, _)| *p != protocol);
+                grants.push((protocol, external));
+                let ms = started.elapsed().as_millis();
+                tracing::info!(%protocol, %external, lifetime_s = lifetime.as_secs(), ms, "port mapped");
+            }
             Some(MapEvent::Failed(why)) => tracing::info!(%why, "no port mapping"),
             Some(MapEvent::Lost(why)) => {
                 tracing::info!(%why, "port mapping lost");
-                if kept.is_some_and(|(p, _)| p == protocol) {
-                    tell(None).await;
-                }
+                grants.retain(|(p, _)| *p != protocol);
             }
         }
+        // The mapping shown stays while it is held; else the first held.
+        let now = shown
+            .filter(|s| grants.contains(s))
+            .or_else(|| grants.first().copied());
+        if now.map(|(_, e)| e) != shown.map(|(_, e)| e) {
+            let external = now.map(|(_, e)| e);
+            let told = async {
+                if let Some(me) = me.upgrade() {
+                    let _ = me.send(Command::Mapped { local, external }).await;
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = told => {}
+            }
+        }
+        shown = now;
     }
     let closing: JoinSet<()> = mappers
         .into_iter()

@@ -11,7 +11,7 @@
 //!  new ─► asking ──grant──► granted ──half the lifetime, or the epoch went back──► renewing
 //!           │     (Mapped)     ▲                                                    │   │
 //!           │                  └─────────── grant (Mapped if it changed) ───────────┘   │ expiry
-//!           ▼ `tries` sends, an error, a bad grant                                      ▼
+//!           ▼ `tries` sends, an error          a bad grant ─► Failed, delete ─► Closed  ▼
 //!         Failed                          granted ◄──grant (Mapped)── asking quietly ◄── Lost
 //!  close ─► delete (lifetime 0) ─► an answer, or two sends ─► Closed
 //! ```
@@ -22,7 +22,12 @@
 //! and an error answer meanwhile is what [`Event::Lost`] reports. After a
 //! loss the client asks again without end and without events, until a
 //! grant brings [`Event::Mapped`]. An epoch that goes back (section 3.6)
-//! means the gateway lost its mappings: asked again at once.
+//! in any answer means the gateway lost its mappings: asked again at once.
+//! (The gateway's announcements go to a multicast group a driver need not
+//! join; then the next renewal's answer shows the restart.) A grant
+//! refused for what it grants (its external IP, port 0) may be in place on
+//! the gateway: it is deleted, and [`Event::Closed`] follows the
+//! [`Event::Failed`].
 //!
 //! NAT-PMP asks for the external address (opcode 0) and the mapping
 //! separately, both at once, and again at each renewal; PCP's MAP answer
@@ -167,7 +172,9 @@ pub enum Event {
         /// How long it lasts without renewal (held to a day).
         lifetime: Duration,
     },
-    /// The first grant did not come; the client is done.
+    /// The first grant did not come; the client is done, or, when an
+    /// answer may have left part of a mapping on the gateway, deletes it
+    /// first and then says [`Event::Closed`].
     Failed(MapError),
     /// A granted mapping expired unrenewed (or the gateway went away); the
     /// client asks again quietly, and says [`Event::Mapped`] on a grant.
@@ -276,6 +283,11 @@ impl Client {
         };
         client.start_round(now);
         client
+    }
+
+    /// Whether the client has nothing more to do: failed, or closed.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
     }
 
     /// Where peers reach us, while a mapping is granted.
@@ -634,13 +646,18 @@ impl Client {
                 return;
             }
         };
-        if let Err(error) = self.judge(piece) {
-            match self.phase {
-                Phase::First => self.fail(error),
-                _ => self.last_error = Some(error),
+        let piece = match self.judge(piece) {
+            Ok(piece) => piece,
+            Err(error) => {
+                match self.phase {
+                    // Part of a grant may be in place on the gateway (NAT-PMP
+                    // maps while it tells its address): it is deleted.
+                    Phase::First => self.fail_and_delete(now, error),
+                    _ => self.last_error = Some(error),
+                }
+                return;
             }
-            return;
-        }
+        };
         if self.round.is_none() {
             // Nothing asked: only news counts (a PCP server's unsolicited
             // MAP, a NAT-PMP address announcement); the rest are late
@@ -671,26 +688,35 @@ impl Client {
         }
     }
 
-    /// Whether a piece of a grant is usable.
-    fn judge(&self, piece: Piece) -> Result<(), MapError> {
-        let (ip, port, lifetime) = match piece {
-            Piece::External(ip) => (Some(ip), None, None),
-            Piece::Map { port, lifetime } => (None, Some(port), Some(lifetime)),
-            Piece::Full { ip, port, lifetime } => (Some(ip), Some(port), Some(lifetime)),
-        };
+    /// A piece of a grant as it is used (the external IP as plain IPv4), if
+    /// it is usable.
+    fn judge(&self, piece: Piece) -> Result<Piece, MapError> {
         let protocol = self.config.protocol;
         let gateway = self.config.gateway;
-        if let Some(Err(error)) = ip.map(check_external) {
-            return Err(MapError::BadExternal {
-                protocol,
-                gateway,
-                error,
-            });
-        }
+        let bad = |error| MapError::BadExternal {
+            protocol,
+            gateway,
+            error,
+        };
+        let (piece, port, lifetime) = match piece {
+            Piece::External(ip) => {
+                let ip = check_external(ip).map_err(bad)?;
+                (Piece::External(ip.into()), None, None)
+            }
+            Piece::Map { port, lifetime } => (piece, Some(port), Some(lifetime)),
+            Piece::Full { ip, port, lifetime } => {
+                let ip = check_external(ip).map_err(bad)?.into();
+                (
+                    Piece::Full { ip, port, lifetime },
+                    Some(port),
+                    Some(lifetime),
+                )
+            }
+        };
         let why = match (port, lifetime) {
             (Some(0), _) => "external port 0",
             (_, Some(0)) => "lifetime 0",
-            _ => return Ok(()),
+            _ => return Ok(piece),
         };
         Err(MapError::BadGrant {
             protocol,
@@ -744,6 +770,16 @@ impl Client {
         self.phase = Phase::Done;
         self.round = None;
         self.events.push_back(Event::Failed(error));
+    }
+
+    /// [`Client::fail`] for an answer that may have left a mapping behind
+    /// on the gateway: says why at once, then deletes it like
+    /// [`Client::close`] (and says [`Event::Closed`]).
+    fn fail_and_delete(&mut self, now: Instant, error: MapError) {
+        self.events.push_back(Event::Failed(error));
+        self.phase = Phase::Closing;
+        self.last_error = None;
+        self.start_round(now);
     }
 
     fn finish_close(&mut self) {

@@ -96,32 +96,39 @@ struct Entry<'a> {
     portmap: Vec<Probed>,
 }
 
-/// Probes the gateway of each IPv4 target (by index) with `protocols`, for
-/// a port held open meanwhile.
+/// Probes the gateway of each IPv4 target (by index) with `protocols`, all
+/// at once, each for a port held open meanwhile.
 async fn probe_gateways(
     protocols: &[PortmapProtocol],
     all: &[interfaces::Interface],
     targets: &[Local],
 ) -> HashMap<usize, Vec<Probed>> {
-    let probes = targets.iter().enumerate().filter_map(|(n, t)| {
+    let mut probes = tokio::task::JoinSet::new();
+    for (n, t) in targets.iter().enumerate() {
         if protocols.is_empty() || !t.ip.is_ipv4() {
-            return None;
+            continue;
         }
-        let gateway = all.iter().find(|i| i.index == t.os_index)?.gateway_v4?;
-        let listener = std::net::TcpListener::bind((t.ip, 0)).ok()?;
-        let internal = listener.local_addr().ok()?;
-        Some(async move {
-            let probed = portmap::probe(protocols, gateway.into(), internal).await;
+        let Some(gateway) = all
+            .iter()
+            .find(|i| i.index == t.os_index)
+            .and_then(|i| i.gateway_v4)
+        else {
+            continue;
+        };
+        let Ok(listener) = std::net::TcpListener::bind((t.ip, 0)) else {
+            continue;
+        };
+        let Ok(internal) = listener.local_addr() else {
+            continue;
+        };
+        let protocols = protocols.to_vec();
+        probes.spawn(async move {
+            let probed = portmap::probe(&protocols, gateway.into(), internal).await;
             drop(listener);
             (n, probed)
-        })
-    });
-    let mut found = HashMap::new();
-    for probe in probes {
-        let (n, probed) = probe.await;
-        found.insert(n, probed);
+        });
     }
-    found
+    probes.join_all().await.into_iter().collect()
 }
 
 fn to_json(entry: &Entry<'_>) -> Value {
