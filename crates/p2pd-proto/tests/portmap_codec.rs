@@ -922,11 +922,11 @@ fn a_private_or_shared_external_address_fails() {
             gateway.external = external.parse().expect("literal");
             // NAT-PMP fails on the address answer; the mapping's answer
             // after it is ignored.
-            let events = exchange(&mut client, &gateway, protocol, t0);
-            let Some(Event::Failed(error)) = events.first() else {
-                panic!("{events:?}");
+            let answered = exchange(&mut client, &gateway, protocol, t0);
+            let Some(Event::Failed(error)) = answered.first() else {
+                panic!("{answered:?}");
             };
-            assert!(events[1..].iter().all(|e| matches!(e, Event::Ignored(_))));
+            assert!(answered[1..].iter().all(|e| matches!(e, Event::Ignored(_))));
             assert!(matches!(
                 error,
                 MapError::BadExternal {
@@ -945,6 +945,23 @@ fn a_private_or_shared_external_address_fails() {
             );
             assert!(text.contains(kind), "{text}");
             assert_eq!(client.mapped(), None);
+            // What the gateway granted meanwhile is deleted.
+            assert!(!client.is_done(), "the delete is still to come");
+            let deletes = transmits(&mut client);
+            let lifetimes: Vec<u32> = deletes
+                .iter()
+                .map(|bytes| match protocol {
+                    Protocol::Pcp => pcp::Request::decode(bytes).expect("PCP").lifetime,
+                    Protocol::NatPmp => match natpmp::Request::decode(bytes).expect("NAT-PMP") {
+                        natpmp::Request::Map(m) => m.lifetime,
+                        other => panic!("{other:?}"),
+                    },
+                })
+                .collect();
+            assert_eq!(lifetimes, [0], "{protocol}: one delete");
+            client.handle_datagram(t0, addr(GATEWAY), &gateway.answer(protocol, &deletes[0]));
+            assert!(events(&mut client).contains(&Event::Closed));
+            assert!(client.is_done());
         }
     }
 }
