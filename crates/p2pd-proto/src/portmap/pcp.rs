@@ -451,14 +451,19 @@ mod tests {
         assert_eq!(Request::decode(&bytes), Ok(request));
     }
 
-    #[test]
-    fn a_response_decodes_and_its_options_are_skipped() {
-        let response = Response {
+    /// A success granting 198.18.0.7 for an hour.
+    fn granted() -> Response {
+        Response {
             result: ResultCode::Success,
             lifetime: 3600,
             epoch: 77,
             map: Some(map(IpAddr::from([198, 18, 0, 7]))),
-        };
+        }
+    }
+
+    #[test]
+    fn a_response_decodes_and_its_options_are_skipped() {
+        let response = granted();
         let mut bytes = response.encode();
         assert_eq!(bytes[..4], [2, 0x81, 0, 0]);
         assert_eq!(Response::decode(&bytes), Ok(response));
@@ -473,12 +478,7 @@ mod tests {
 
     #[test]
     fn an_option_past_the_end_is_refused() {
-        let response = Response {
-            result: ResultCode::Success,
-            lifetime: 3600,
-            epoch: 77,
-            map: Some(map(IpAddr::from([198, 18, 0, 7]))),
-        };
+        let response = granted();
         let mut bytes = response.encode();
         bytes.extend_from_slice(&[1, 0, 0, 16, 0, 0, 0, 0]);
         assert_eq!(Response::decode(&bytes), Err(DecodeError::Option(60)));
