@@ -909,6 +909,33 @@ fn refusals_fail_the_first_attempt_with_the_code() {
 }
 
 #[test]
+fn an_announcement_renews_a_granted_mapping_at_once() {
+    for protocol in [Protocol::NatPmp, Protocol::Pcp] {
+        let t0 = Instant::now();
+        let mut client = granted(protocol, t0);
+        assert!(transmits(&mut client).is_empty());
+        let later = t0 + Duration::from_secs(60);
+        client.handle_announce(later);
+        let renewal = transmits(&mut client);
+        assert!(!renewal.is_empty(), "{protocol}: asked again at once");
+        client.handle_announce(later);
+        assert!(transmits(&mut client).is_empty(), "one renewal at a time");
+        for request in renewal {
+            client.handle_datagram(
+                later,
+                addr(GATEWAY),
+                &Gateway::new().answer(protocol, &request),
+            );
+        }
+        assert!(
+            events(&mut client).is_empty(),
+            "an unchanged renewal is silent"
+        );
+        assert_eq!(client.mapped(), Some(addr("198.18.0.7:4433")));
+    }
+}
+
+#[test]
 fn a_private_or_shared_external_address_fails() {
     for protocol in [Protocol::NatPmp, Protocol::Pcp] {
         for (external, kind) in [

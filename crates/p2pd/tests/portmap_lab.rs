@@ -259,3 +259,37 @@ fn p2pd_nat_reports_what_each_protocol_mapped_and_deletes_it() {
         assert_eq!(ipv6["portmap"], serde_json::json!([]), "IPv4 only");
     }
 }
+
+#[test]
+fn a_router_that_restarts_gets_the_mapping_back_at_once() {
+    require_lab!();
+    let spec = LabSpec::default()
+        .nat(Side::A, NatKind::PortRestrictedCone)
+        .portmap(Side::A);
+    let mut lab = lab(spec);
+    with_protocols(&lab, "\"pcp\", \"nat-pmp\"", true);
+    let (addr, _) = start_node_via(&mut lab, "node-a", "a", &LOGGING);
+    let port = listen_port(&addr);
+    let forwarded = |lab: &Lab| forwarded_ports(lab).contains(&format!("dport {port} "));
+    let deadline = Instant::now() + LIMIT;
+    while !forwarded(&lab) {
+        assert!(Instant::now() < deadline, "never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // A reboot: the router forgets every mapping, and announces itself.
+    lab.restart_portmap(Side::A).expect("miniupnpd restarts");
+    let restarted = Instant::now();
+    while !forwarded(&lab) {
+        assert!(
+            Instant::now() < restarted + LIMIT,
+            "the mapping never came back:\n{}",
+            forwarded_ports(&lab)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    println!("mapped again {:?} after the restart", restarted.elapsed());
+    let outcome = connect(&lab, "peer", &addr, "direct", b"ECHO again");
+    assert!(outcome.success, "{}", outcome.info);
+    assert_eq!(outcome.stdout, "again");
+}

@@ -62,6 +62,28 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Restarts `side`'s miniupnpd as a router reboot would: killed, its
+    /// mappings flushed from the ruleset, started again (with a new
+    /// epoch).
+    pub fn restart_portmap(&mut self, side: Side) -> Result<(), LabError> {
+        self.stop(&format!("miniupnpd-{}", side.letter()));
+        let router = side.router_name();
+        for (family, table, chain) in [
+            ("inet", UPNP_FILTER_TABLE, UPNP_FORWARD_CHAIN),
+            ("inet", UPNP_NAT_TABLE, UPNP_PREROUTING_CHAIN),
+            ("inet", UPNP_NAT_TABLE, UPNP_POSTROUTING_CHAIN),
+        ] {
+            self.host(&router).exec(
+                "nft",
+                &["flush", "chain", family, table, chain],
+                PORTMAP_START,
+            )?;
+        }
+        self.start_portmap(side)
+    }
+}
+
 /// miniupnpd's configuration for `side`'s router.
 fn miniupnpd_conf(side: Side, dir: &Path) -> String {
     let lan = format!("{}/24", side.lan_net_v4());

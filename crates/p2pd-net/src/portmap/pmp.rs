@@ -1,9 +1,10 @@
 //! PCP and NAT-PMP on tokio: `p2pd_proto::portmap`'s client on a UDP
 //! socket connected to the gateway, so an ICMP "port unreachable" (no
-//! server there) ends the attempt at once instead of after its retries.
+//! server there) ends the attempt at once instead of after its retries;
+//! and the gateway's announcements (a restart), which renew at once.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use p2pd_proto::portmap::{Client, ClientConfig, Event, Protocol as Wire, Transport};
 use tokio::net::UdpSocket;
@@ -49,7 +50,11 @@ pub(super) async fn run(
         nonce: rand::random(),
     };
     let mut client = Client::new(Instant::now().into_std(), config);
+    let announced = announcements(target)
+        .inspect_err(|err| tracing::debug!(%err, "gateway announcements not heard"))
+        .ok();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut heard = vec![0u8; MAX_DATAGRAM];
     // Once stopped: the delete, for at most DELETE_LIMIT.
     let mut closing: Option<Instant> = None;
     loop {
@@ -97,6 +102,11 @@ pub(super) async fn run(
                 Ok(n) => client.handle_datagram(Instant::now().into_std(), target.gateway, &buf[..n]),
                 Err(err) => unreachable_or_log(&mut client, &err),
             },
+            Some(from) = heard_from(announced.as_ref(), &mut heard) => {
+                if from.ip() == target.gateway.ip() {
+                    client.handle_announce(Instant::now().into_std());
+                }
+            }
             () = woken => {
                 if closing.is_some_and(|end| Instant::now() >= end) {
                     return;
@@ -104,6 +114,34 @@ pub(super) async fn run(
                 client.handle_timeout(Instant::now().into_std());
             }
         }
+    }
+}
+
+/// Where gateways announce a restart or a new address (RFC 6886 section
+/// 3.2.1, RFC 6887 section 14.1.3): the all-hosts group, port 5350, heard
+/// on our interface. Several sockets may listen at once (every mapper, every
+/// node on the host): each hears every announcement.
+const ANNOUNCE_PORT: u16 = 5350;
+
+fn announcements(target: Target) -> io::Result<UdpSocket> {
+    let IpAddr::V4(ours) = target.internal.ip() else {
+        return Err(io::Error::other("announcements are IPv4"));
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, ANNOUNCE_PORT)).into())?;
+    socket.join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 1), &ours)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Who sent the next announcement; never, without a socket. A failed read
+/// is skipped.
+async fn heard_from(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<SocketAddr> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await.ok().map(|(_, from)| from),
+        None => std::future::pending().await,
     }
 }
 

@@ -23,8 +23,9 @@
 //! loss the client asks again without end and without events, until a
 //! grant brings [`Event::Mapped`]. An epoch that goes back (section 3.6)
 //! in any answer means the gateway lost its mappings: asked again at once.
-//! (The gateway's announcements go to a multicast group a driver need not
-//! join; then the next renewal's answer shows the restart.) A grant
+//! So does an announcement ([`Client::handle_announce`]: the driver hears
+//! the gateway's multicast to 224.0.0.1:5350; without it, the next
+//! renewal's answer shows a restart). A grant
 //! refused for what it grants (its external IP, port 0) may be in place on
 //! the gateway: it is deleted, and [`Event::Closed`] follows the
 //! [`Event::Failed`].
@@ -376,6 +377,17 @@ impl Client {
                 }
             }
             Err(why) => self.ignore(why),
+        }
+    }
+
+    /// The gateway announced itself (a PCP ANNOUNCE, a NAT-PMP address
+    /// announcement, to 224.0.0.1:5350): it has just started, or its
+    /// address changed, so a granted mapping is asked for again at once.
+    pub fn handle_announce(&mut self, now: Instant) {
+        if let Phase::Granted(_) = self.phase
+            && self.round.is_none()
+        {
+            self.start_round(now);
         }
     }
 
