@@ -932,6 +932,14 @@ fn an_announcement_renews_a_granted_mapping_at_once() {
             "an unchanged renewal is silent"
         );
         assert_eq!(client.mapped(), Some(addr("198.18.0.7:4433")));
+        // A flood of them (anyone can send one) renews once per 10 s.
+        client.handle_announce(later + Duration::from_secs(1));
+        assert!(transmits(&mut client).is_empty(), "{protocol}: too soon");
+        client.handle_announce(later + Duration::from_secs(11));
+        assert!(
+            !transmits(&mut client).is_empty(),
+            "{protocol}: later again"
+        );
     }
 }
 

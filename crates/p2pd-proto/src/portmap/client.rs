@@ -53,6 +53,9 @@ const CLOSE_TRIES: u32 = 2;
 /// Granted lifetimes are held to a day: a renewal at least twice a day
 /// whatever a gateway says, and no clock arithmetic near overflow.
 const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
+/// Announcements renew at most this often (a gateway sends a few, RFC 6886
+/// section 3.2.1, within 10 s).
+const ANNOUNCE_GAP: Duration = Duration::from_secs(10);
 /// RFC 6886 section 3.6: an epoch this far (ms) below the expected one
 /// means the gateway restarted.
 const EPOCH_SLACK_MS: u64 = 2_000;
@@ -267,6 +270,8 @@ pub struct Client {
     last_error: Option<MapError>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// When an announcement last renewed.
+    announced: Option<Instant>,
 }
 
 impl Client {
@@ -281,6 +286,7 @@ impl Client {
             last_error: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            announced: None,
         };
         client.start_round(now);
         client
@@ -383,10 +389,17 @@ impl Client {
     /// The gateway announced itself (a PCP ANNOUNCE, a NAT-PMP address
     /// announcement, to 224.0.0.1:5350): it has just started, or its
     /// address changed, so a granted mapping is asked for again at once.
+    /// At most one renewal per [`ANNOUNCE_GAP`]: anyone on the LAN can
+    /// send one with the gateway's address.
     pub fn handle_announce(&mut self, now: Instant) {
+        let recent = self
+            .announced
+            .is_some_and(|at| now.saturating_duration_since(at) < ANNOUNCE_GAP);
         if let Phase::Granted(_) = self.phase
             && self.round.is_none()
+            && !recent
         {
+            self.announced = Some(now);
             self.start_round(now);
         }
     }
