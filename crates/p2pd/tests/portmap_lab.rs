@@ -43,6 +43,13 @@ fn forwarded_ports(lab: &Lab) -> String {
         .join("\n")
 }
 
+/// A lab whose side A router (port-restricted) runs miniupnpd.
+fn mapping_lab() -> Lab {
+    lab(LabSpec::default()
+        .nat(Side::A, NatKind::PortRestrictedCone)
+        .portmap(Side::A))
+}
+
 /// What the mapper logs.
 const LOGGING: [&str; 2] = ["env", "RUST_LOG=p2pd_node=info"];
 
@@ -189,10 +196,7 @@ fn a_node_behind_a_router_without_port_mapping_is_not_reached_directly_nor_delay
 #[test]
 fn a_mapping_granted_after_the_first_line_is_printed_on_a_line_of_its_own() {
     require_lab!();
-    let spec = LabSpec::default()
-        .nat(Side::A, NatKind::PortRestrictedCone)
-        .portmap(Side::A);
-    let mut lab = lab(spec);
+    let mut lab = mapping_lab();
     // No STUN: the first line is out at once, the UPnP mapping some
     // round trips later.
     with_protocols(&lab, "\"upnp\"", false);
@@ -212,10 +216,7 @@ fn a_mapping_granted_after_the_first_line_is_printed_on_a_line_of_its_own() {
 #[test]
 fn p2pd_nat_reports_what_each_protocol_mapped_and_deletes_it() {
     require_lab!();
-    let spec = LabSpec::default()
-        .nat(Side::A, NatKind::PortRestrictedCone)
-        .portmap(Side::A);
-    let lab = lab(spec);
+    let lab = mapping_lab();
     with_protocols(&lab, "\"pcp\", \"nat-pmp\", \"upnp\"", true);
     let config = lab.dir().join("p2pd.toml").display().to_string();
     let stun = format!("{}:3478", p2pd_lab::topology::STUN_V4);
@@ -263,10 +264,7 @@ fn p2pd_nat_reports_what_each_protocol_mapped_and_deletes_it() {
 #[test]
 fn a_router_that_restarts_gets_the_mapping_back_at_once() {
     require_lab!();
-    let spec = LabSpec::default()
-        .nat(Side::A, NatKind::PortRestrictedCone)
-        .portmap(Side::A);
-    let mut lab = lab(spec);
+    let mut lab = mapping_lab();
     with_protocols(&lab, "\"pcp\", \"nat-pmp\"", true);
     let (addr, _) = start_node_via(&mut lab, "node-a", "a", &LOGGING);
     let port = listen_port(&addr);
