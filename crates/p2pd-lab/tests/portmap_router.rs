@@ -31,18 +31,21 @@ fn portmap_lab(kind: NatKind) -> Lab {
 #[test]
 fn natpmpc_maps_a_tcp_port_on_a_port_restricted_cone() {
     require_lab!();
-    let lab = portmap_lab(NatKind::PortRestrictedCone);
-    let port = 40_001;
+    natpmpc_maps_and_reaches(NatKind::PortRestrictedCone, 40_001);
+}
+
+/// On a `kind` router with miniupnpd: `port` is closed from the public peer,
+/// natpmpc maps it (same port), and the peer then reaches host a through it.
+fn natpmpc_maps_and_reaches(kind: NatKind, port: u16) {
+    let lab = portmap_lab(kind);
     let listener = listen(&lab, port);
     let public = SocketAddr::new(Side::A.internet_v4().into(), port);
     assert_closed(&lab, &listener, public);
-
     let (mapping, took) = natpmpc_map(&lab, port, "tcp");
-    report(&format!("natpmpc: mapping in {took:?}"));
-    let mapping = mapping.unwrap_or_else(|out| panic!("natpmpc got no mapping:\n{out}"));
-    assert_eq!(mapping, public);
-
-    reach(&lab, &listener, mapping).expect("the mapped port reaches host a");
+    report(&format!("{kind}: natpmpc mapping in {took:?}"));
+    let mapping = mapping.unwrap_or_else(|out| panic!("{kind}: no mapping:\n{out}"));
+    assert_eq!(mapping, public, "{kind}");
+    reach(&lab, &listener, mapping).unwrap_or_else(|e| panic!("{kind}: {e}"));
 }
 
 #[test]
@@ -119,16 +122,7 @@ fn mappings_work_behind_every_translating_kind() {
         NatKind::SymmetricRandom,
         NatKind::SymmetricSequential { delta: 1 },
     ] {
-        let lab = portmap_lab(kind);
-        let port = 40_005;
-        let listener = listen(&lab, port);
-        let public = SocketAddr::new(Side::A.internet_v4().into(), port);
-        assert_closed(&lab, &listener, public);
-        let (mapping, took) = natpmpc_map(&lab, port, "tcp");
-        report(&format!("{kind}: natpmpc mapping in {took:?}"));
-        let mapping = mapping.unwrap_or_else(|out| panic!("{kind}: no mapping:\n{out}"));
-        assert_eq!(mapping, public, "{kind}");
-        reach(&lab, &listener, mapping).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        natpmpc_maps_and_reaches(kind, 40_005);
     }
 }
 

@@ -138,11 +138,7 @@ impl Candidates {
             if !served.ip {
                 continue;
             }
-            let family = if local.ip.is_ipv4() {
-                &mut addr.ipv4
-            } else {
-                &mut addr.ipv6
-            };
+            let family = family_of(&mut addr, local.ip);
             if family.len() >= MAX_ENTRIES {
                 continue;
             }
@@ -175,16 +171,21 @@ impl Candidates {
             }
         }
         for entry in mapped_entries {
-            let family = if entry.external.is_ipv4() {
-                &mut addr.ipv4
-            } else {
-                &mut addr.ipv6
-            };
+            let family = family_of(&mut addr, entry.external);
             if family.len() < MAX_ENTRIES {
                 family.push(entry);
             }
         }
         addr
+    }
+}
+
+/// The entries of `addr` in `ip`'s family.
+fn family_of(addr: &mut PeerAddr, ip: IpAddr) -> &mut Vec<Endpoint> {
+    if ip.is_ipv4() {
+        &mut addr.ipv4
+    } else {
+        &mut addr.ipv6
     }
 }
 
@@ -201,6 +202,7 @@ mod tests {
             os_index: u32::from(if_index) + 2,
             ip: ip.parse().expect("ip"),
             link_local: link_local.map(|ll| (ll.parse().expect("ll"), 2)),
+            gateway_v4: None,
         }
     }
 

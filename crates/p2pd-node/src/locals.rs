@@ -3,7 +3,7 @@
 //! address, with the interface's link-local address beside the IPv6 one.
 //! The node serves on them and `p2pd nat` tests them.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use p2pd_net::interfaces::Interface;
 
@@ -22,6 +22,8 @@ pub struct Local {
     /// IPv6 only: the interface's link-local address and its scope id,
     /// when the kernel has made one.
     pub link_local: Option<(IpAddr, u32)>,
+    /// IPv4 only: the interface's default gateway, which port mapping asks.
+    pub gateway_v4: Option<Ipv4Addr>,
 }
 
 /// The local addresses of `all` to use; `only` names interfaces to keep
@@ -40,6 +42,7 @@ pub fn select(all: &[Interface], only: &[String]) -> Vec<Local> {
                 os_index: i.index,
                 ip: IpAddr::V4(v4.addr()),
                 link_local: None,
+                gateway_v4: i.gateway_v4,
             });
         }
         if let Some(v6) = i.ipv6_global.first() {
@@ -49,6 +52,7 @@ pub fn select(all: &[Interface], only: &[String]) -> Vec<Local> {
                 os_index: i.index,
                 ip: IpAddr::V6(v6.addr()),
                 link_local: link_local_of(i),
+                gateway_v4: None,
             });
         }
     }

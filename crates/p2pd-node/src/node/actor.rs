@@ -573,26 +573,14 @@ impl Actor {
         if protocols.is_empty() {
             return;
         }
-        let interfaces = match p2pd_net::interfaces::list() {
-            Ok(interfaces) => interfaces,
-            Err(err) => {
-                tracing::debug!(%err, "no interfaces for port mapping");
-                return;
-            }
-        };
         let port = self.parts.binds.port();
         for &n in which {
             let Some(local) = self.parts.candidates.locals().get(n) else {
                 continue;
             };
-            let std::net::IpAddr::V4(ip) = local.ip else {
-                continue;
-            };
-            let gateway = interfaces
-                .iter()
-                .find(|i| i.index == local.os_index)
-                .and_then(|i| i.gateway_v4);
-            if let (false, Some(gateway)) = (ip.is_loopback(), gateway) {
+            if let (std::net::IpAddr::V4(ip), Some(gateway)) = (local.ip, local.gateway_v4)
+                && !ip.is_loopback()
+            {
                 let (me, stop) = (self.parts.me.clone(), self.stop.clone());
                 self.portmaps
                     .map(protocols, (n, ip, gateway), port, me, stop);
@@ -613,9 +601,7 @@ impl Actor {
     async fn shut_down(&mut self) {
         self.stop.cancel();
         // Our mappings go from the gateways before we do.
-        self.portmaps
-            .closed(p2pd_net::portmap::DELETE_LIMIT + std::time::Duration::from_millis(500))
-            .await;
+        self.portmaps.closed().await;
         self.parts.shared.signaling.close();
         // Envelopes already received are opened, for the counts, but not
         // acted on.

@@ -155,6 +155,7 @@ impl Node {
                 os_index: 0,
                 ip: IpAddr::from([127, 0, 0, 1]),
                 link_local: None,
+                gateway_v4: None,
             });
         }
         let lan_nets = all

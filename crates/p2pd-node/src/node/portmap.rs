@@ -27,6 +27,9 @@ use super::command::Command;
 /// The lifetime asked for (RFC 6886's recommendation); mappings are renewed
 /// at half of what is granted.
 const LIFETIME: Duration = Duration::from_secs(7200);
+/// Shutdown waits this long for the deletes: each mapper's own limit
+/// ([`DELETE_LIMIT`], all at once), and a little for the tasks.
+const CLOSED_LIMIT: Duration = DELETE_LIMIT.saturating_add(Duration::from_millis(500));
 /// A gateway where every protocol failed is asked again after this.
 const REASK: Duration = Duration::from_secs(300);
 
@@ -37,8 +40,8 @@ pub(crate) struct PortMaps {
 }
 
 impl PortMaps {
-    /// Maps `port` on `ip` (local address `local`) through its interface's
-    /// IPv4 gateway, if it has one, with each of `protocols`, until `stop`.
+    /// Maps `port` on `ip` (local address `local`) through `gateway`, with
+    /// each of `protocols`, until `stop`.
     pub(crate) fn map(
         &mut self,
         protocols: &[Protocol],
@@ -67,10 +70,10 @@ impl PortMaps {
         self.tasks.spawn(keep(local, start, me, stop));
     }
 
-    /// Waits (at most `limit`) for every mapping to be deleted, once the
-    /// node's stop token has been cancelled.
-    pub(crate) async fn closed(&mut self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, async {
+    /// Waits (at most [`CLOSED_LIMIT`]) for every mapping to be deleted,
+    /// once the node's stop token has been cancelled.
+    pub(crate) async fn closed(&mut self) {
+        let _ = tokio::time::timeout(CLOSED_LIMIT, async {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;

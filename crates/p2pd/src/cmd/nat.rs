@@ -52,7 +52,7 @@ pub(crate) async fn run(args: &Args, config: &NodeConfig) -> anyhow::Result<()> 
     let gate = DeltaSeriesGate::default();
     let (reports, mut portmaps) = tokio::join!(
         discovery::discover_each(&targets, &servers, &options, &gate),
-        probe_gateways(&config.portmap, &all, &targets),
+        probe_gateways(&config.portmap, &targets),
     );
     let mut entries = Vec::new();
     for (n, report) in reports {
@@ -100,19 +100,11 @@ struct Entry<'a> {
 /// at once, each for a port held open meanwhile.
 async fn probe_gateways(
     protocols: &[PortmapProtocol],
-    all: &[interfaces::Interface],
     targets: &[Local],
 ) -> HashMap<usize, Vec<Probed>> {
     let mut probes = tokio::task::JoinSet::new();
     for (n, t) in targets.iter().enumerate() {
-        if protocols.is_empty() || !t.ip.is_ipv4() {
-            continue;
-        }
-        let Some(gateway) = all
-            .iter()
-            .find(|i| i.index == t.os_index)
-            .and_then(|i| i.gateway_v4)
-        else {
+        let Some(gateway) = t.gateway_v4.filter(|_| !protocols.is_empty()) else {
             continue;
         };
         let Ok(listener) = std::net::TcpListener::bind((t.ip, 0)) else {
