@@ -9,7 +9,8 @@ use std::time::Duration;
 use p2pd_net::handshake::{Acceptor, Asking, HandshakeFailed, dial};
 use p2pd_net::pipe::{Pipe, PipeConfig, Protocol, SubKey};
 use p2pd_proto::connect::ReverseToken;
-use p2pd_proto::handshake::{HandshakeError, Hello, Initiator};
+use p2pd_proto::handshake::record::{MAX_PLAINTEXT, Sealer};
+use p2pd_proto::handshake::{Finished, HandshakeError, Hello, Initiator};
 use p2pd_proto::signal::Identity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -246,17 +247,7 @@ async fn a_handshake_sent_one_byte_at_a_time_succeeds_and_a_forged_record_ends_i
             .await
             .expect("write");
     }
-    let mut buf = [0u8; 512];
-    let finished = loop {
-        let n = tokio::time::timeout(LIMIT, sock.read(&mut buf))
-            .await
-            .expect("answer")
-            .expect("read");
-        assert!(n > 0, "the server closed");
-        if let Some(done) = initiator.read(&buf[..n]).expect("the answer proves bob") {
-            break done;
-        }
-    };
+    let finished = read_answer(&mut sock, &mut initiator).await;
     // Not a connection until the confirmation, sent one byte at a time too.
     for byte in &finished.confirm {
         sock.write_all(std::slice::from_ref(byte))
@@ -268,6 +259,7 @@ async fn a_handshake_sent_one_byte_at_a_time_succeeds_and_a_forged_record_ends_i
     assert_eq!(seen.token, Some(ReverseToken::from_random(42)));
     assert!(seen.encrypted);
     let (mut sealer, mut opener) = finished.session.into_keys().expect("encrypted");
+    let mut buf = [0u8; 512];
     let mut record = Vec::new();
     sealer.seal(b"ping", &mut record).expect("seal");
     sock.write_all(&record).await.expect("write");
@@ -287,6 +279,66 @@ async fn a_handshake_sent_one_byte_at_a_time_succeeds_and_a_forged_record_ends_i
     tokio::time::timeout(LIMIT, conn.closed())
         .await
         .expect("the forged record ends the connection");
+}
+
+/// Reads the server's answer until it is whole and proves Bob.
+async fn read_answer(sock: &mut TcpStream, initiator: &mut Initiator) -> Finished {
+    let mut buf = [0u8; 512];
+    loop {
+        let n = tokio::time::timeout(LIMIT, sock.read(&mut buf))
+            .await
+            .expect("answer")
+            .expect("read");
+        assert!(n > 0, "the server closed");
+        if let Some(done) = initiator.read(&buf[..n]).expect("the answer proves bob") {
+            return done;
+        }
+    }
+}
+
+/// Records cut anywhere by the writes, the first ones arriving with the
+/// key confirmation (what the handshake reads past its end), reach the
+/// application whole and in order: the server's echo opens to the same
+/// bytes.
+#[tokio::test]
+async fn records_cut_anywhere_arrive_whole_and_in_order() {
+    let (server, _adopted) = server(bob(), true).await;
+    let mut sock = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    sock.set_nodelay(true).expect("nodelay");
+    let (mut initiator, first) =
+        Initiator::start(&alice(), &bob().id(), hello_now(true, None), [6; 32]).expect("start");
+    sock.write_all(&first).await.expect("write");
+    let finished = read_answer(&mut sock, &mut initiator).await;
+    let (mut sealer, mut opener) = finished.session.into_keys().expect("encrypted");
+    let data: Vec<u8> = (0..100_000u32).map(|n| (n % 251) as u8).collect();
+    let mut wire = finished.confirm.clone();
+    sealer.seal(&data[..10], &mut wire).expect("seal");
+    sealer.seal(&data[10..], &mut wire).expect("seal");
+    // The confirmation, a whole record and the start of the next at once.
+    let at_once = finished.confirm.len() + Sealer::sealed_len(10) + 5;
+    sock.write_all(&wire[..at_once]).await.expect("write");
+    let mut rest = &wire[at_once..];
+    for cut in [1, 7, 3000, MAX_PLAINTEXT + 20, 2].iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, tail) = rest.split_at((*cut).min(rest.len()));
+        sock.write_all(piece).await.expect("write");
+        rest = tail;
+    }
+    let mut echoed = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while echoed.len() < data.len() {
+        let n = tokio::time::timeout(LIMIT, sock.read(&mut buf))
+            .await
+            .expect("echo")
+            .expect("read");
+        assert!(n > 0, "the server closed");
+        opener.open(&buf[..n], &mut echoed).expect("open");
+    }
+    assert_eq!(echoed, data);
 }
 
 /// A first message seen on the wire and played on another connection

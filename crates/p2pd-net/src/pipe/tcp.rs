@@ -151,28 +151,66 @@ impl TcpWriter {
     }
 }
 
-/// A connection's receiving side: the socket, the opener when the
-/// connection is encrypted, and bytes the handshake read past its end.
+/// A connection's receiving side: the socket, and the opener when the
+/// connection is encrypted.
 struct TcpReader {
     half: OwnedReadHalf,
     opener: Option<Opener>,
+    /// Bytes read but not delivered yet: first what the handshake read
+    /// past its end; on an encrypted connection after that, the start of a
+    /// record a read cut off.
     leftover: Vec<u8>,
 }
 
 impl TcpReader {
-    /// What the application receives of `raw`: itself on a plain
-    /// connection, the plaintext of the records it completes on an
-    /// encrypted one (`None` while a record is incomplete).
-    fn open(
-        &mut self,
-        raw: Bytes,
-    ) -> Result<Option<Bytes>, p2pd_proto::handshake::record::RecordError> {
-        let Some(opener) = self.opener.as_mut() else {
-            return Ok(Some(raw));
+    /// What the handshake read past its end, as the application receives
+    /// it (for an encrypted connection: the records it completes).
+    fn take_leftover(&mut self) -> io::Result<Option<Bytes>> {
+        match self.opener {
+            None => Ok(Some(Bytes::from(std::mem::take(&mut self.leftover)))),
+            Some(_) => self.read_records(None),
+        }
+    }
+
+    /// One read of at most `limit` bytes, as the application receives
+    /// them: `None` at the end of the stream; empty while a record is
+    /// incomplete.
+    fn read(&mut self, limit: usize) -> io::Result<Option<Bytes>> {
+        match self.opener {
+            None => read_message(&self.half, limit),
+            Some(_) => self.read_records(Some(limit)),
+        }
+    }
+
+    /// Reads (unless `limit` is `None`) after the kept start of a record,
+    /// and opens the records where they lie in the thread's read buffer:
+    /// the plaintext is never copied, only the incomplete record at the
+    /// end is kept for the next read.
+    fn read_records(&mut self, limit: Option<usize>) -> io::Result<Option<Bytes>> {
+        let Self {
+            half,
+            opener: Some(opener),
+            leftover,
+        } = self
+        else {
+            return Ok(None);
         };
-        let mut plain = Vec::new();
-        opener.open(&raw, &mut plain)?;
-        Ok((!plain.is_empty()).then(|| Bytes::from(plain)))
+        READ_BUFFER.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.extend_from_slice(leftover);
+            if let Some(limit) = limit {
+                buf.reserve(limit);
+                if half.try_read_buf(&mut (&mut *buf).limit(limit))? == 0 {
+                    return Ok(None);
+                }
+            }
+            let opened = opener
+                .open_in_place(buf)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+            *leftover = buf[opened.used..].to_vec();
+            buf.truncate(opened.plain);
+            Ok(Some(take_read(buf, limit.unwrap_or(0))))
+        })
     }
 }
 
@@ -309,11 +347,10 @@ async fn read_loop(
         return;
     };
     // What the handshake read past its end comes first.
-    let mut first =
-        Some(Bytes::from(std::mem::take(&mut reader.leftover))).filter(|b| !b.is_empty());
+    let mut first = Some(reader.take_leftover());
     loop {
-        let raw = match first.take() {
-            Some(raw) => raw,
+        let read = match first.take() {
+            Some(read) => read,
             None => {
                 // The stream's own reader slot, as a raw read would use:
                 // `readable()` would queue a waiter under a lock and take it
@@ -325,24 +362,18 @@ async fn read_loop(
                 {
                     break;
                 }
-                match read_message(&reader.half, limit) {
-                    Ok(Some(raw)) => raw,
-                    Ok(None) => break,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(err) => {
-                        tracing::debug!(%peer, %err, "tcp read failed");
-                        break;
-                    }
-                }
+                reader.read(limit)
             }
         };
-        let data = match reader.open(raw) {
+        let data = match read {
+            Ok(Some(data)) if data.is_empty() => continue,
             Ok(Some(data)) => data,
-            Ok(None) => continue,
+            Ok(None) => break,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
             Err(err) => {
-                // An altered or forged record: nothing after it can be
-                // trusted, so the connection ends.
-                tracing::debug!(%peer, %err, "encrypted connection ended");
+                // A failed read, or an altered or forged record: nothing
+                // after it can be trusted, so the connection ends.
+                tracing::debug!(%peer, %err, "tcp connection ended");
                 break;
             }
         };
@@ -386,13 +417,21 @@ fn read_message(reader: &OwnedReadHalf, limit: usize) -> io::Result<Option<Bytes
     READ_BUFFER.with_borrow_mut(|buf| {
         buf.clear();
         buf.reserve(limit);
-        let n = reader.try_read_buf(&mut (&mut *buf).limit(limit))?;
-        Ok(match n {
-            0 => None,
-            n if n < limit / COPY_BELOW_DIVISOR => Some(Bytes::copy_from_slice(&buf[..n])),
-            _ => Some(buf.split().freeze()),
-        })
+        match reader.try_read_buf(&mut (&mut *buf).limit(limit))? {
+            0 => Ok(None),
+            _ => Ok(Some(take_read(buf, limit))),
+        }
     })
+}
+
+/// The bytes in the read buffer as a message: a copy when they fill less
+/// than a quarter of a read of `limit`, else the buffer's bytes themselves.
+fn take_read(buf: &mut BytesMut, limit: usize) -> Bytes {
+    if buf.len() < limit / COPY_BELOW_DIVISOR {
+        Bytes::copy_from_slice(buf)
+    } else {
+        buf.split().freeze()
+    }
 }
 
 async fn accept_loop(weak: Weak<Inner>, listener: TcpListener) {

@@ -77,7 +77,7 @@ impl Initiator {
             .read_message(msg, &mut payload)
             .map_err(|_| HandshakeError::NotThePeer)?;
         let reply = Reply::decode(&payload[..n])?;
-        let (mut sealer, opener) = record::keys(state.into_stateless_transport_mode()?);
+        let (mut sealer, opener) = record::keys(state, true)?;
         let mut confirm = Vec::new();
         sealer
             .seal_record(&[], &mut confirm)

@@ -141,7 +141,7 @@ impl Responder {
         )?;
         let mut reply = Vec::with_capacity(2 + m);
         put_frame(&mut reply, &answer[..m]);
-        let (sealer, opener) = record::keys(state.into_stateless_transport_mode()?);
+        let (sealer, opener) = record::keys(state, false)?;
         self.stage = Stage::Answered {
             hello,
             peer,
