@@ -67,6 +67,59 @@ fn readme_second_command_is_what_ci_runs() {
     );
 }
 
+/// `cargo bench --bench <name>` without `-p`, as the README and docs
+/// write it, only finds benches of the workspace's default members: each
+/// bench named so must be one of theirs.
+#[test]
+fn benches_named_without_a_package_are_the_default_members() {
+    let root = workspace_root();
+    let manifest = |dir: &Path| -> toml::Table {
+        let text = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
+        text.parse().expect("Cargo.toml parses")
+    };
+    let workspace = manifest(&root);
+    let members = workspace["workspace"]["default-members"]
+        .as_array()
+        .expect("default-members");
+    let mut benches = Vec::new();
+    for member in members {
+        let dir = root.join(member.as_str().expect("a path"));
+        for bench in manifest(&dir)
+            .get("bench")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            benches.push(bench["name"].as_str().expect("a name").to_owned());
+        }
+    }
+    let mut docs = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        docs.push(entry.expect("entry").path());
+    }
+    let mut named = 0;
+    for doc in docs
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(doc).expect("readable");
+        for (at, _) in text.match_indices("cargo bench --bench ") {
+            let name: String = text[at + "cargo bench --bench ".len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
+                .collect();
+            assert!(
+                benches.contains(&name),
+                "{} says `cargo bench --bench {name}`, which finds no bench from the root \
+                 (default members have {benches:?})",
+                doc.display()
+            );
+            named += 1;
+        }
+    }
+    assert!(named > 0, "no doc names `cargo bench --bench`");
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")

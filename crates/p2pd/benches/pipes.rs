@@ -2,7 +2,9 @@
 //!
 //! Prints one line per figure: `ratio <measure> <value>` (p2pd's rate over raw
 //! tokio's, higher is better, 1.0 = as fast as raw) and `value <measure> <n>`.
-//! Lines starting with `#` explain. Run with `cargo bench --bench pipes`.
+//! Lines starting with `#` explain. Run with `cargo bench --bench pipes` (in
+//! the p2pd package, the workspace's default member, so the command works
+//! from the root).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
