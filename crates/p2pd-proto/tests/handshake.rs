@@ -349,6 +349,59 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got, data);
     }
 
+    /// Opening in place as a TCP reader does (each read after the kept
+    /// tail, the tail kept again): the stream comes out whole and in order;
+    /// with one byte flipped anywhere, what comes out is still a prefix of
+    /// what was sent, and the flip ends in an error or an incomplete record.
+    #[test]
+    fn opening_in_place_read_by_read_gives_the_stream_or_a_prefix(
+        sizes in proptest::collection::vec(0usize..40_000, 1..6),
+        cuts in proptest::collection::vec(1usize..20_000, 1..12),
+        flip in proptest::option::of(proptest::num::usize::ANY),
+    ) {
+        let ((mut seal, _), (_, mut open)) = record_keys();
+        let data: Vec<u8> = (0..sizes.iter().sum::<usize>()).map(|n| (n % 253) as u8).collect();
+        let mut wire = Vec::new();
+        let mut at = 0;
+        for size in &sizes {
+            seal.seal(&data[at..at + size], &mut wire).expect("seal");
+            at += size;
+        }
+        if let Some(flip) = flip {
+            let at = flip % wire.len().max(1);
+            if let Some(byte) = wire.get_mut(at) {
+                *byte ^= 0x01;
+            }
+        }
+        let (mut got, mut tail, mut failed) = (Vec::new(), Vec::new(), false);
+        let mut rest = &wire[..];
+        for cut in cuts.iter().cycle() {
+            if rest.is_empty() || failed {
+                break;
+            }
+            let (piece, later) = rest.split_at((*cut).min(rest.len()));
+            rest = later;
+            let mut buf = std::mem::take(&mut tail);
+            buf.extend_from_slice(piece);
+            match open.open_in_place(&mut buf) {
+                Ok(opened) => {
+                    proptest::prop_assert!(opened.plain <= opened.used && opened.used <= buf.len());
+                    got.extend_from_slice(&buf[..opened.plain]);
+                    tail = buf[opened.used..].to_vec();
+                }
+                Err(_) => failed = true,
+            }
+        }
+        proptest::prop_assert!(data.starts_with(&got), "bytes that were not sent came out");
+        if flip.is_none() {
+            proptest::prop_assert!(!failed);
+            proptest::prop_assert_eq!(&got, &data);
+            proptest::prop_assert!(tail.is_empty());
+        } else if !wire.is_empty() {
+            proptest::prop_assert!(failed || !tail.is_empty() || got.len() < data.len(), "a flipped byte went unnoticed");
+        }
+    }
+
     #[test]
     fn any_bytes_to_either_side_fail_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
         let mut responder = Responder::new(&bob(), true, [4; 32]).expect("responder");

@@ -164,11 +164,12 @@ struct TcpReader {
 
 impl TcpReader {
     /// What the handshake read past its end, as the application receives
-    /// it (for an encrypted connection: the records it completes).
-    fn take_leftover(&mut self) -> io::Result<Option<Bytes>> {
+    /// it (for an encrypted connection: the records it completes), copied
+    /// out as a read of `limit` would be.
+    fn take_leftover(&mut self, limit: usize) -> io::Result<Option<Bytes>> {
         match self.opener {
             None => Ok(Some(Bytes::from(std::mem::take(&mut self.leftover)))),
-            Some(_) => self.read_records(None),
+            Some(_) => self.read_records(limit, false),
         }
     }
 
@@ -178,15 +179,15 @@ impl TcpReader {
     fn read(&mut self, limit: usize) -> io::Result<Option<Bytes>> {
         match self.opener {
             None => read_message(&self.half, limit),
-            Some(_) => self.read_records(Some(limit)),
+            Some(_) => self.read_records(limit, true),
         }
     }
 
-    /// Reads (unless `limit` is `None`) after the kept start of a record,
-    /// and opens the records where they lie in the thread's read buffer:
-    /// the plaintext is never copied, only the incomplete record at the
-    /// end is kept for the next read.
-    fn read_records(&mut self, limit: Option<usize>) -> io::Result<Option<Bytes>> {
+    /// Reads at most `limit` bytes (with `read`) after the kept start of a
+    /// record, and opens the records where they lie in the thread's read
+    /// buffer, their plaintext moved to its front: only the incomplete
+    /// record at the end is copied, kept for the next read.
+    fn read_records(&mut self, limit: usize, read: bool) -> io::Result<Option<Bytes>> {
         let Self {
             half,
             opener: Some(opener),
@@ -198,7 +199,7 @@ impl TcpReader {
         READ_BUFFER.with_borrow_mut(|buf| {
             buf.clear();
             buf.extend_from_slice(leftover);
-            if let Some(limit) = limit {
+            if read {
                 buf.reserve(limit);
                 if half.try_read_buf(&mut (&mut *buf).limit(limit))? == 0 {
                     return Ok(None);
@@ -207,9 +208,11 @@ impl TcpReader {
             let opened = opener
                 .open_in_place(buf)
                 .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+            // A fresh allocation, not the old one refilled: a connection
+            // that goes idle after a whole record keeps no capacity.
             *leftover = buf[opened.used..].to_vec();
             buf.truncate(opened.plain);
-            Ok(Some(take_read(buf, limit.unwrap_or(0))))
+            Ok(Some(take_read(buf, limit)))
         })
     }
 }
@@ -347,7 +350,7 @@ async fn read_loop(
         return;
     };
     // What the handshake read past its end comes first.
-    let mut first = Some(reader.take_leftover());
+    let mut first = Some(reader.take_leftover(limit));
     loop {
         let read = match first.take() {
             Some(read) => read,

@@ -43,9 +43,9 @@ pub enum RecordError {
 /// The records are Noise transport messages (AES-256-GCM, the nonce four
 /// zero bytes and the big-endian record count, no associated data), but
 /// sealed and opened with ring directly rather than through snow's
-/// transport state: ring opens a record where it lies and writes the
-/// plaintext over the record's own header (`open_within`), so a reader
-/// needs no second buffer, and seals about five times as fast as snow's
+/// transport state: ring opens a record where it lies and writes its
+/// plaintext right after the plaintext of the records before it
+/// (`open_within`), so a reader needs no second buffer, and seals about five times as fast as snow's
 /// default AES-GCM here (6.8 against 1.4 GB/s per core on 16 KiB records).
 pub(super) fn keys(
     mut state: HandshakeState,
@@ -170,8 +170,11 @@ impl std::fmt::Debug for Opener {
 
 impl Opener {
     /// Appends to `out` the plaintext of every record completed by `bytes`,
-    /// keeping a partial record until the rest arrives. After an error the
-    /// connection must end: later records cannot open.
+    /// keeping a partial record until the rest arrives (in a buffer of its
+    /// own: for callers that hold no buffer, such as the handshake; a
+    /// reader with one calls [`Opener::open_in_place`]). On an error it
+    /// appends nothing, and the connection must end: later records cannot
+    /// open.
     pub fn open(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         let mut pending = std::mem::take(&mut self.pending);
         pending.extend_from_slice(bytes);
