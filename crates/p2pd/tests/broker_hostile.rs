@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::mqtt::Raw;
-use common::{Running, free_port, start_broker};
+use common::{Running, start_broker};
 use rumqttc::SubscribeReasonCode;
 use rumqttc::mqttbytes::QoS;
 
@@ -32,8 +32,7 @@ fn still_routes(broker: &mut Running, port: u16, tag: &str) {
 
 #[test]
 fn a_client_that_vanishes_mid_acknowledgement_leaves_the_broker_serving() {
-    let port = free_port();
-    let mut broker = start_broker(port);
+    let (mut broker, port) = start_broker();
     for round in 0..3 {
         // Persistent session, a shared subscription and a plain one at
         // QoS 1, then gone without PUBACK: what killed rumqttd's router.
@@ -61,8 +60,7 @@ fn a_client_that_vanishes_mid_acknowledgement_leaves_the_broker_serving() {
 
 #[test]
 fn malformed_oversized_and_out_of_order_packets_close_only_their_sender() {
-    let port = free_port();
-    let mut broker = start_broker(port);
+    let (mut broker, port) = start_broker();
     let mut bystander = Raw::connect(port, "bystander", true);
     bystander.subscribe(&["p2pd/bystander"], QoS::AtLeastOnce);
     let attacks: [(&str, &[u8]); 5] = [
@@ -125,8 +123,7 @@ fn malformed_oversized_and_out_of_order_packets_close_only_their_sender() {
 
 #[test]
 fn a_subscriber_that_never_reads_does_not_stall_the_others() {
-    let port = free_port();
-    let mut broker = start_broker(port);
+    let (mut broker, port) = start_broker();
     let mut stalled = Raw::connect(port, "stalled", true);
     stalled.subscribe(&["p2pd/flood"], QoS::AtLeastOnce);
     let mut reader = Raw::connect(port, "reader", true);

@@ -9,9 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::mqtt::Raw;
-use common::{
-    connect, free_port, random, start_broker, start_node, start_node_after, unix_ms, write_config,
-};
+use common::{connect, random, start_broker, start_node, start_node_after, unix_ms, write_config};
 use p2pd_proto::addr::PeerAddr;
 use p2pd_proto::signal::{Body, Identity, Signal, seal};
 use rumqttc::mqttbytes::QoS;
@@ -68,8 +66,7 @@ fn collect(held: &mpsc::Receiver<TcpStream>, max: usize) -> Vec<TcpStream> {
 #[test]
 fn throwaway_keys_behind_one_address_cannot_take_every_dial_back() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let _broker = start_broker(port);
+    let (_broker, port) = start_broker();
     // On loopback alone, so reverse requests may point at 127.0.0.x.
     let config = write_config(dir.path(), port, "[node]\ninterfaces = [\"lo\"]\n");
     let (_node, addr) = start_node(&config);
@@ -118,8 +115,7 @@ fn a_thousand_idle_strangers_do_not_use_up_the_descriptors() {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let _broker = start_broker(port);
+    let (_broker, port) = start_broker();
     let config = write_config(dir.path(), port, "");
     // The common default: 1,024 open files.
     let (_node, addr) = start_node_after(&config, "ulimit -n 1024 &&");
@@ -150,8 +146,7 @@ fn a_thousand_idle_strangers_do_not_use_up_the_descriptors() {
 #[test]
 fn dial_backs_toward_the_nodes_own_host_are_one_per_asker() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let _broker = start_broker(port);
+    let (_broker, port) = start_broker();
     let config = write_config(dir.path(), port, "");
     let (_node, addr) = start_node(&config);
     let node: PeerAddr = addr.parse().expect("address");

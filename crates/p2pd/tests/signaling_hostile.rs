@@ -142,16 +142,14 @@ fn retained_and_live_oversized_messages_leave_the_node_on_mosquitto() {
 #[test]
 fn a_retained_oversized_message_is_refused_by_the_embedded_broker() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let _broker = start_broker(port);
+    let (_broker, port) = start_broker();
     retained_oversized_message_does_not_make_the_node_deaf(port, dir.path(), false);
 }
 
 #[test]
 fn a_flood_of_forged_and_oversized_envelopes_is_counted_exactly() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let mut broker = start_broker(port);
+    let (mut broker, port) = start_broker();
     let config = write_config(dir.path(), port, "");
     let (mut node, addr) = start_node(&config);
     reverse_works(&config, &addr, "before");
@@ -191,8 +189,7 @@ fn a_flood_of_forged_and_oversized_envelopes_is_counted_exactly() {
 #[test]
 fn a_flood_of_valid_envelopes_from_one_key_does_not_lock_out_others() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let _broker = start_broker(port);
+    let (_broker, port) = start_broker();
     let config = write_config(dir.path(), port, "");
     let (mut node, addr) = start_node(&config);
     let to: PeerAddr = addr.parse().expect("address");
@@ -234,8 +231,7 @@ fn a_flood_of_valid_envelopes_from_one_key_does_not_lock_out_others() {
 #[test]
 fn a_message_captured_before_a_restart_is_refused_after_it() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let _broker = start_broker(port);
+    let (_broker, port) = start_broker();
     let data = dir.path().join("data");
     let config = write_config(
         dir.path(),

@@ -8,7 +8,6 @@ pub(crate) mod web;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// Kills the process when the test ends, however it ends.
 pub(crate) struct Running(pub(crate) Child);
@@ -58,21 +57,50 @@ pub(crate) fn p2pd() -> Command {
     cmd
 }
 
-/// `p2pd broker` on loopback `port`, once it accepts connections.
-pub(crate) fn start_broker(port: u16) -> Running {
-    let broker = Running(
+/// `p2pd broker` on a loopback port of its own choosing, once it accepts
+/// connections, and the port. The broker picks the port (`:0`) and says
+/// it in its "mqtt broker on" line: a port picked free beforehand could be
+/// picked by a test running beside this one too, and then one test's
+/// broker failed to bind while a connect to the port reached the other's,
+/// which went away with its test (seen once in CI as a refused connect
+/// mid-test).
+pub(crate) fn start_broker() -> (Running, u16) {
+    let mut broker = Running(
         p2pd()
-            .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["broker", "--listen", "127.0.0.1:0"])
             .stderr(Stdio::piped())
             .spawn()
             .expect("broker"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the broker never listened");
-        std::thread::sleep(Duration::from_millis(20));
+    let stderr = broker.0.stderr.as_mut().expect("stderr piped");
+    let mut printed = String::new();
+    loop {
+        // A byte at a time, so nothing after the line is buffered away
+        // from `Running::stop`.
+        let line = read_line(stderr);
+        assert!(
+            !line.is_empty(),
+            "the broker exited before it listened: {printed}"
+        );
+        if let Some(addr) = line.trim_end().strip_prefix("mqtt broker on ") {
+            let addr: std::net::SocketAddr = addr.parse().expect("the broker's address");
+            return (broker, addr.port());
+        }
+        printed.push_str(&line);
     }
-    broker
+}
+
+/// One line from `from`, read without buffering; empty at the end.
+fn read_line(from: &mut impl std::io::Read) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while let Ok(1) = from.read(&mut byte) {
+        line.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
 }
 
 /// A broker and a node on loopback, with the config they share; `extra`
@@ -87,9 +115,8 @@ pub(crate) struct Setup {
 
 pub(crate) fn setup(extra: &str) -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
+    let (broker, port) = start_broker();
     let config = write_config(dir.path(), port, extra);
-    let broker = start_broker(port);
     let (node, addr) = start_node(&config);
     Setup {
         dir,
@@ -236,11 +263,10 @@ pub(crate) struct RestDaemon {
 /// `[rest]`).
 pub(crate) fn start_rest(extra: &str) -> RestDaemon {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
+    let (broker, port) = start_broker();
     let data = dir.path().join("data");
     let extra = format!("[node]\ndata_dir = \"{}\"\n{extra}", data.display());
     let config = write_config(dir.path(), port, &extra);
-    let broker = start_broker(port);
     let api = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut process = Running(
         p2pd()
