@@ -227,6 +227,14 @@ fn report_raw_rate(name: &str, raw: &Measured) {
     }
 }
 
+/// Ends a measure's pipes: the client, if it connected, and the server.
+async fn close<E>(client: Result<Pipe, E>, server: &Pipe) {
+    if let Ok(client) = client {
+        client.close().await;
+    }
+    server.close().await;
+}
+
 fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
 }
@@ -338,10 +346,7 @@ async fn tcp_bulk(far: Handle, encrypted: bool) -> Measured {
         Ok(mb_per_s(BULK_BYTES, started.elapsed()))
     }
     .await;
-    if let Ok(client) = client {
-        client.close().await;
-    }
-    server.close().await;
+    close(client, &server).await;
     rate
 }
 
@@ -416,10 +421,7 @@ async fn rtt_pipe(protocol: Protocol, encrypted: bool) -> Measured {
         Ok(f64::from(ROUND_TRIPS) / started.elapsed().as_secs_f64())
     }
     .await;
-    if let Ok(client) = client {
-        client.close().await;
-    }
-    server.close().await;
+    close(client, &server).await;
     rate
 }
 
@@ -486,10 +488,7 @@ async fn udp_bulk_pipe() -> Measured {
         seen = got.load(Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if let Ok(client) = client {
-        client.close().await;
-    }
-    server.close().await;
+    close(client, &server).await;
     let last = *last.lock().map_err(because("lock"))?;
     Ok(mb_per_s(seen, last - sent?))
 }

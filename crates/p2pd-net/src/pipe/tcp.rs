@@ -167,9 +167,14 @@ impl TcpReader {
     /// it (for an encrypted connection: the records it completes), copied
     /// out as a read of `limit` would be.
     fn take_leftover(&mut self, limit: usize) -> io::Result<Option<Bytes>> {
-        match self.opener {
-            None => Ok(Some(Bytes::from(std::mem::take(&mut self.leftover)))),
-            Some(_) => self.read_records(limit, false),
+        let Self {
+            half,
+            opener,
+            leftover,
+        } = self;
+        match opener {
+            None => Ok(Some(Bytes::from(std::mem::take(leftover)))),
+            Some(opener) => read_records(half, opener, leftover, limit, false),
         }
     }
 
@@ -177,44 +182,47 @@ impl TcpReader {
     /// them: `None` at the end of the stream; empty while a record is
     /// incomplete.
     fn read(&mut self, limit: usize) -> io::Result<Option<Bytes>> {
-        match self.opener {
-            None => read_message(&self.half, limit),
-            Some(_) => self.read_records(limit, true),
-        }
-    }
-
-    /// Reads at most `limit` bytes (with `read`) after the kept start of a
-    /// record, and opens the records where they lie in the thread's read
-    /// buffer, their plaintext moved to its front: only the incomplete
-    /// record at the end is copied, kept for the next read.
-    fn read_records(&mut self, limit: usize, read: bool) -> io::Result<Option<Bytes>> {
         let Self {
             half,
-            opener: Some(opener),
+            opener,
             leftover,
-        } = self
-        else {
-            return Ok(None);
-        };
-        READ_BUFFER.with_borrow_mut(|buf| {
-            buf.clear();
-            buf.extend_from_slice(leftover);
-            if read {
-                buf.reserve(limit);
-                if half.try_read_buf(&mut (&mut *buf).limit(limit))? == 0 {
-                    return Ok(None);
-                }
-            }
-            let opened = opener
-                .open_in_place(buf)
-                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
-            // A fresh allocation, not the old one refilled: a connection
-            // that goes idle after a whole record keeps no capacity.
-            *leftover = buf[opened.used..].to_vec();
-            buf.truncate(opened.plain);
-            Ok(Some(take_read(buf, limit)))
-        })
+        } = self;
+        match opener {
+            None => read_message(half, limit),
+            Some(opener) => read_records(half, opener, leftover, limit, true),
+        }
     }
+}
+
+/// Reads at most `limit` bytes (with `read`) after `leftover`, the kept
+/// start of a record, and opens the records where they lie in the thread's
+/// read buffer, their plaintext moved to its front: only the incomplete
+/// record at the end is copied, kept in `leftover` for the next read.
+fn read_records(
+    half: &OwnedReadHalf,
+    opener: &mut Opener,
+    leftover: &mut Vec<u8>,
+    limit: usize,
+    read: bool,
+) -> io::Result<Option<Bytes>> {
+    READ_BUFFER.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.extend_from_slice(leftover);
+        if read {
+            buf.reserve(limit);
+            if half.try_read_buf(&mut (&mut *buf).limit(limit))? == 0 {
+                return Ok(None);
+            }
+        }
+        let opened = opener
+            .open_in_place(buf)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        // A fresh allocation, not the old one refilled: a connection that
+        // goes idle after a whole record keeps no capacity.
+        *leftover = buf[opened.used..].to_vec();
+        buf.truncate(opened.plain);
+        Ok(Some(take_read(buf, limit)))
+    })
 }
 
 /// A pipe for a connected stream, its reader not started yet.

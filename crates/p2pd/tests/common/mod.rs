@@ -73,34 +73,37 @@ pub(crate) fn start_broker() -> (Running, u16) {
             .expect("broker"),
     );
     let stderr = broker.0.stderr.as_mut().expect("stderr piped");
+    let marker = "mqtt broker on ";
+    let line = await_line(stderr, marker, "p2pd broker");
+    let addr = line.split_once(marker).map_or("", |(_, addr)| addr.trim());
+    let addr: std::net::SocketAddr = addr.parse().expect("the broker's address");
+    (broker, addr.port())
+}
+
+/// Reads `from` up to the first line that contains `marker` and returns
+/// it; `who` ended first if it never comes. A byte at a time, so nothing
+/// after the line is buffered away from a later reader (`Running::stop`).
+fn await_line(from: &mut impl std::io::Read, marker: &str, who: &str) -> String {
     let mut printed = String::new();
     loop {
-        // A byte at a time, so nothing after the line is buffered away
-        // from `Running::stop`.
-        let line = read_line(stderr);
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while let Ok(1) = from.read(&mut byte) {
+            line.push(byte[0]);
+            if byte[0] == b'\n' {
+                break;
+            }
+        }
+        let line = String::from_utf8_lossy(&line).into_owned();
         assert!(
             !line.is_empty(),
-            "the broker exited before it listened: {printed}"
+            "{who} ended before it said {marker:?}: {printed}"
         );
-        if let Some(addr) = line.trim_end().strip_prefix("mqtt broker on ") {
-            let addr: std::net::SocketAddr = addr.parse().expect("the broker's address");
-            return (broker, addr.port());
+        if line.contains(marker) {
+            return line;
         }
         printed.push_str(&line);
     }
-}
-
-/// One line from `from`, read without buffering; empty at the end.
-fn read_line(from: &mut impl std::io::Read) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8];
-    while let Ok(1) = from.read(&mut byte) {
-        line.push(byte[0]);
-        if byte[0] == b'\n' {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&line).into_owned()
 }
 
 /// A broker and a node on loopback, with the config they share; `extra`
@@ -341,13 +344,9 @@ pub(crate) fn rest_in(
 pub(crate) fn await_serving(
     rest: &mut Running,
 ) -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
-    let mut stderr = BufReader::new(rest.0.stderr.take().expect("stderr piped"));
-    let mut line = String::new();
-    while !line.contains("REST API on") {
-        line.clear();
-        let n = stderr.read_line(&mut line).expect("stderr");
-        assert!(n > 0, "p2pd rest ended before serving");
-    }
+    let mut stderr = rest.0.stderr.take().expect("stderr piped");
+    let line = await_line(&mut stderr, "REST API on", "p2pd rest");
+    let stderr = BufReader::new(stderr);
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let sink = log.clone();
     std::thread::spawn(move || {
