@@ -57,7 +57,10 @@ pub(crate) async fn listen(
     candidates: &mut Candidates,
     port: u16,
 ) -> Result<Binds, NodeError> {
-    let mut port = port;
+    let mut port = match port {
+        0 => free_everywhere(&own_addrs(candidates)),
+        fixed => fixed,
+    };
     let mut waiting = Vec::new();
     for (n, local) in candidates.locals().to_vec().into_iter().enumerate() {
         let mut addrs = vec![(scoped(local.ip, 0, 0), false)];
@@ -170,6 +173,57 @@ impl Binds {
 }
 
 /// Listens on `addr`; returns the port it got.
+/// How many ports the OS picks before [`free_everywhere`] gives up.
+const PORT_TRIES: usize = 8;
+
+/// Every local address's own IP and link-local one, port 0, in the order
+/// [`listen`] binds them.
+fn own_addrs(candidates: &Candidates) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    for local in candidates.locals() {
+        addrs.push(scoped(local.ip, 0, 0));
+        if let Some((ll, scope)) = local.link_local {
+            addrs.push(scoped(ll, 0, scope));
+        }
+    }
+    addrs
+}
+
+/// A port, picked by the OS for the first of `addrs`, that no other of
+/// them has in use: the port the OS picks for one address may be taken on
+/// another (seen in a test run: "cannot bind [fd00::2]:40225: Address
+/// already in use"), and every address shares the port. An address that
+/// cannot be probed for another reason (not usable yet) does not count.
+/// 0 when no such port turns up in [`PORT_TRIES`]: the binds then take
+/// what the OS picks and fail as before.
+fn free_everywhere(addrs: &[SocketAddr]) -> u16 {
+    let Some((first, others)) = addrs.split_first() else {
+        return 0;
+    };
+    // A port found in use elsewhere stays held here, so the OS picks
+    // another the next try.
+    let mut held = Vec::new();
+    for _ in 0..PORT_TRIES {
+        let Ok(probe) = std::net::TcpListener::bind(first) else {
+            return 0;
+        };
+        let Ok(port) = probe.local_addr().map(|a| a.port()) else {
+            return 0;
+        };
+        let in_use = others.iter().any(|addr| {
+            let mut addr = *addr;
+            addr.set_port(port);
+            matches!(std::net::TcpListener::bind(addr),
+                Err(err) if err.kind() == std::io::ErrorKind::AddrInUse)
+        });
+        if !in_use {
+            return port;
+        }
+        held.push(probe);
+    }
+    0
+}
+
 async fn bind(daemon: &mut Daemon, addr: SocketAddr) -> Result<u16, PipeError> {
     let pipes = daemon.listen_specific(&[(addr, Protocol::Tcp)]).await?;
     Ok(pipes.first().map_or(addr.port(), |p| p.local_addr().port()))
@@ -180,5 +234,32 @@ fn scoped(ip: IpAddr, port: u16, scope: u32) -> SocketAddr {
     match ip {
         IpAddr::V6(v6) => SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, scope)),
         IpAddr::V4(v4) => SocketAddr::new(IpAddr::V4(v4), port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, TcpListener};
+
+    use super::free_everywhere;
+
+    #[test]
+    fn the_port_found_is_free_on_every_address() {
+        let addrs: Vec<SocketAddr> = ["127.0.0.1:0", "127.0.0.2:0", "127.0.0.3:0"]
+            .iter()
+            .map(|a| a.parse().expect("literal"))
+            .collect();
+        let port = free_everywhere(&addrs);
+        assert_ne!(port, 0);
+        let bound: Vec<TcpListener> = addrs
+            .iter()
+            .map(|addr| {
+                let mut addr = *addr;
+                addr.set_port(port);
+                TcpListener::bind(addr).expect("free on every address")
+            })
+            .collect();
+        assert_eq!(bound.len(), 3);
+        assert_eq!(free_everywhere(&[]), 0, "nothing to bind");
     }
 }
