@@ -79,6 +79,16 @@ struct Cpu {
     nodes: f64,
 }
 
+impl Cpu {
+    /// Each figure's median over `runs`.
+    fn median(runs: impl Iterator<Item = Cpu> + Clone) -> Cpu {
+        Cpu {
+            all: median(runs.clone().map(|cpu| cpu.all).collect()),
+            nodes: median(runs.map(|cpu| cpu.nodes).collect()),
+        }
+    }
+}
+
 /// One exchange, and the processor time it took.
 fn measured(lab: &Lab, strategy: Strategy, size: usize) -> (Transfer, Cpu) {
     let (all, nodes) = (busy_cpu(), own_cpu());
@@ -112,10 +122,7 @@ fn main() {
                     .map(|(t, _)| t.connect.as_secs_f64() * 1e3)
                     .collect(),
             ),
-            Cpu {
-                all: median(runs.iter().map(|(_, cpu)| cpu.all).collect()),
-                nodes: median(runs.iter().map(|(_, cpu)| cpu.nodes).collect()),
-            },
+            Cpu::median(runs.iter().map(|&(_, cpu)| cpu)),
         )
     };
     // Each way per second, and busy processor seconds per GB moved (both
@@ -123,21 +130,14 @@ fn main() {
     let bulk = |strategy, setup: Cpu| -> (f64, Cpu) {
         let runs: Vec<(Transfer, Cpu)> =
             (0..RUNS).map(|_| measured(&lab, strategy, BULK)).collect();
-        let per_gb = |spent: f64, fixed: f64| (spent - fixed).max(0.0) / (2.0 * BULK as f64 / 1e9);
+        let gb = 2.0 * BULK as f64 / 1e9;
+        let per_gb = |cpu: Cpu| Cpu {
+            all: (cpu.all - setup.all).max(0.0) / gb,
+            nodes: (cpu.nodes - setup.nodes).max(0.0) / gb,
+        };
         (
             median(runs.iter().map(|(t, _)| t.bytes_per_sec).collect()),
-            Cpu {
-                all: median(
-                    runs.iter()
-                        .map(|(_, cpu)| per_gb(cpu.all, setup.all))
-                        .collect(),
-                ),
-                nodes: median(
-                    runs.iter()
-                        .map(|(_, cpu)| per_gb(cpu.nodes, setup.nodes))
-                        .collect(),
-                ),
-            },
+            Cpu::median(runs.iter().map(|&(_, cpu)| per_gb(cpu))),
         )
     };
     let (_, direct_setup) = setup(Strategy::Direct);

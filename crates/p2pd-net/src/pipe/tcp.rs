@@ -167,14 +167,9 @@ impl TcpReader {
     /// it (for an encrypted connection: the records it completes), copied
     /// out as a read of `limit` would be.
     fn take_leftover(&mut self, limit: usize) -> io::Result<Option<Bytes>> {
-        let Self {
-            half,
-            opener,
-            leftover,
-        } = self;
-        match opener {
-            None => Ok(Some(Bytes::from(std::mem::take(leftover)))),
-            Some(opener) => read_records(half, opener, leftover, limit, false),
+        match &mut self.opener {
+            None => Ok(Some(Bytes::from(std::mem::take(&mut self.leftover)))),
+            Some(opener) => read_records(&self.half, opener, &mut self.leftover, limit, false),
         }
     }
 
@@ -182,14 +177,9 @@ impl TcpReader {
     /// them: `None` at the end of the stream; empty while a record is
     /// incomplete.
     fn read(&mut self, limit: usize) -> io::Result<Option<Bytes>> {
-        let Self {
-            half,
-            opener,
-            leftover,
-        } = self;
-        match opener {
-            None => read_message(half, limit),
-            Some(opener) => read_records(half, opener, leftover, limit, true),
+        match &mut self.opener {
+            None => read_message(&self.half, limit),
+            Some(opener) => read_records(&self.half, opener, &mut self.leftover, limit, true),
         }
     }
 }
